@@ -1,0 +1,110 @@
+"""`harness` command line. Imports stay lazy so `harness --help` answers without the engine."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """\
+usage: harness <command> [args]
+
+commands:
+  run [overrides]         run one configuration point (Hydra overrides, e.g. runtime.n_ctx=512)
+  run -m [overrides]      run a sweep: comma lists are axes, e.g.
+                            harness run -m runtime.n_ctx=256,512 sampling.temperature=0.2,1.0
+                            harness run -m +sweep=quick
+                          put load-changing axes (model, runtime.*) first: the last axis varies
+                          fastest and a loaded model is reused while load parameters stay equal
+  models                  list configured models: resolved file, size, architecture, layers,
+                          trained context, quantisation, or why the model does not resolve
+  doctor                  engine version, GPU offload support, NVML, default model status
+  --version               print the harness version
+
+Results: results/<sweep_name>/<job>/run.json (+ tokens.csv, .hydra/), per sweep sweep.json,
+runs.csv and runs.parquet. Re-running with the same sweep_name=... resumes the sweep.
+`harness run --help` shows Hydra's help and the composed config.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd in ("--version", "version"):
+        from . import __version__
+
+        print(f"harness {__version__}")
+        return 0
+    if cmd == "run":
+        return cmd_run(rest)
+    if cmd == "models":
+        from .doctor import cmd_models
+
+        return cmd_models(rest)
+    if cmd == "doctor":
+        from .doctor import cmd_doctor
+
+        return cmd_doctor(rest)
+    print(f"harness: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr, end="")
+    return 2
+
+
+def _conf_dir() -> str:
+    from importlib.resources import files
+
+    return str(files("harness.conf"))
+
+
+def cmd_run(args: list[str]) -> int:
+    from datetime import datetime
+
+    import hydra
+
+    from . import resolvers, runner
+    from .callbacks import LAST
+
+    resolvers.register()
+    if not any(a.split("=", 1)[0].lstrip("+~") == "sweep_name" for a in args):
+        # One timestamp for the whole invocation: each job composes its own config, and a
+        # per-job ${now:} would scatter one sweep over several folders.
+        args = args + [f"sweep_name={datetime.now().strftime('%Y%m%d-%H%M%S')}"]
+    task = hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")(runner.run_point)
+    saved = sys.argv
+    sys.argv = ["harness run", *args]
+    try:
+        task()
+    finally:
+        sys.argv = saved
+    if LAST["sweep_dir"] is not None:
+        _print_summary(LAST["sweep_dir"], LAST["rows"])
+    t = runner.TALLY
+    if not t:
+        return 0  # --help, --cfg and friends: Hydra printed and ran nothing
+    print(f"{t['ok']} ok, {t['failed']} failed, {t['skipped']} skipped")
+    return 1 if t["failed"] else 0
+
+
+def _print_summary(sweep_dir, rows: list[dict]) -> None:
+    """Terminal table of the sweep: the columns that vary, then the headline metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .fields import FIELDS, fmt
+
+    if not rows:
+        return
+    shown = []
+    for f in FIELDS:
+        if not f.summary:
+            continue
+        values = {repr(r.get(f.name)) for r in rows}
+        is_metric = f.name.endswith(("_mean", "_ms", "_tps")) or f.name in ("status", "job")
+        if is_metric or len(values) > 1:
+            shown.append(f)
+    table = Table(title=f"{sweep_dir}", title_justify="left")
+    for f in shown:
+        table.add_column(f.display, justify="left" if f.name in ("job", "status") else "right")
+    for r in rows:
+        table.add_row(*[fmt(f, r.get(f.name)) for f in shown])
+    Console(width=max(120, Console().width)).print(table)

@@ -1,0 +1,251 @@
+"""The engine: llama-cpp-python loaded in-process, and the Python timing path.
+
+Only this module (and native.py) touches llama_cpp. A loaded model stays loaded for the next job
+of the same process when its LoadKey is equal; anything else reloads, and load time is measured
+separately from every repetition.
+
+The Python timing path drives llama.cpp's C API through llama-cpp-python's ctypes bindings:
+prefill in n_batch chunks, then one llama_decode per token and a native sampler chain. It avoids
+llama-cpp-python's completion machinery (detokenisation, dict building, a Python logits
+processor over the whole vocabulary per token), which would otherwise be measured as engine time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .config import KV_TYPES, SamplingConfig
+from .plan import LoadKey, Plan
+
+
+class EngineError(RuntimeError):
+    """llama.cpp refused or failed an operation (load, decode)."""
+
+
+class PromptTooLong(EngineError):
+    pass
+
+
+def _llama_cpp():
+    import llama_cpp  # deferred: importing it loads the shared libraries (~0.1-0.3 s)
+
+    return llama_cpp
+
+
+def engine_info() -> dict:
+    """Version, GPU-offload support and llama.cpp's system info line of the installed engine."""
+    import importlib.metadata as md
+
+    lc = _llama_cpp()
+    return {
+        "llama_cpp_python": md.version("llama-cpp-python"),
+        "gpu_offload_supported": bool(lc.llama_supports_gpu_offload()),
+        "system_info": lc.llama_print_system_info().decode(errors="replace").strip(),
+    }
+
+
+def gpu_offload_supported() -> bool:
+    return bool(_llama_cpp().llama_supports_gpu_offload())
+
+
+@dataclass
+class LoadedModel:
+    llm: object
+    key: LoadKey
+    load_ms: float
+    n_ctx: int  # what llama.cpp actually allocated
+    n_vocab: int
+    eog_tokens: tuple[int, ...]
+    bos_token: int
+    chat_template: str | None
+    bos_text: str = ""
+    eos_text: str = ""
+    loads_in_process: int = 1
+    _formatter: object = field(default=None, repr=False)
+
+    # --- tokenizer adapter used by workload.py --------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    def apply_chat_template(self, messages: list[dict]) -> str | None:
+        """The prompt text with the model's own chat template, or None when it has none."""
+        if not self.chat_template:
+            return None
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._formatter = Jinja2ChatFormatter(template=self.chat_template, eos_token=self.eos_text,
+                                                  bos_token=self.bos_text)
+        return self._formatter(messages=messages).prompt
+
+
+_current: LoadedModel | None = None
+_load_count = 0
+
+
+@contextmanager
+def _flash_attn_mode(mode: str):
+    """llama-cpp-python's constructor maps flash_attn=False to DISABLED and has no 'auto'; for auto,
+    point that constant at llama.cpp's AUTO for the duration of the constructor."""
+    lc = _llama_cpp().llama_cpp
+    if mode != "auto":
+        yield mode == "on"
+        return
+    saved = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    lc.LLAMA_FLASH_ATTN_TYPE_DISABLED = lc.LLAMA_FLASH_ATTN_TYPE_AUTO
+    try:
+        yield False
+    finally:
+        lc.LLAMA_FLASH_ATTN_TYPE_DISABLED = saved
+
+
+def unload() -> None:
+    """Free the loaded model (if any). Safe to call twice."""
+    global _current
+    if _current is not None:
+        try:
+            _current.llm.close()
+        finally:
+            _current = None
+
+
+def load(plan: Plan) -> tuple[LoadedModel, bool]:
+    """Load the model for `plan`, or reuse the loaded one when its LoadKey is equal.
+
+    Returns (model, reused). Load time (model + context creation) is in `model.load_ms`.
+    """
+    global _current, _load_count
+    key = plan.load_key
+    if _current is not None and _current.key == key:
+        return _current, True
+    unload()
+    lc = _llama_cpp()
+    t0 = time.perf_counter_ns()
+    try:
+        with _flash_attn_mode(key.flash_attn) as fa:
+            llm = lc.Llama(
+                model_path=key.model_path, n_gpu_layers=key.n_gpu_layers, n_ctx=key.n_ctx,
+                n_batch=key.n_batch, n_ubatch=key.n_ubatch, n_threads=key.n_threads,
+                n_threads_batch=key.n_threads_batch, flash_attn=fa, type_k=KV_TYPES[key.type_k],
+                type_v=KV_TYPES[key.type_v], use_mmap=key.use_mmap, offload_kqv=key.offload_kqv,
+                verbose=False,
+            )
+    except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError with little detail
+        raise EngineError(f"failed to load {key.model_path} (n_ctx={key.n_ctx}, "
+                          f"n_gpu_layers={key.n_gpu_layers}): {e}") from e
+    load_ms = (time.perf_counter_ns() - t0) / 1e6
+    _load_count += 1
+    vocab = lc.llama_model_get_vocab(llm._model.model)
+    n_vocab = int(lc.llama_vocab_n_tokens(vocab))
+    eog = tuple(t for t in range(n_vocab) if lc.llama_vocab_is_eog(vocab, t))
+    bos = int(lc.llama_vocab_bos(vocab))
+    eos = int(lc.llama_vocab_eos(vocab))
+    _current = LoadedModel(
+        llm=llm, key=key, load_ms=load_ms, n_ctx=int(lc.llama_n_ctx(llm._ctx.ctx)), n_vocab=n_vocab,
+        eog_tokens=eog, bos_token=bos, chat_template=llm.metadata.get("tokenizer.chat_template"),
+        bos_text=llm._model.token_get_text(bos) if bos >= 0 else "",
+        eos_text=llm._model.token_get_text(eos) if eos >= 0 else "",
+        loads_in_process=_load_count,
+    )
+    return _current, False
+
+
+@dataclass(frozen=True)
+class RawRep:
+    """What one repetition measured: absolute perf_counter_ns timestamps and engine counters."""
+
+    t_request_ns: int
+    t_prefill_end_ns: int
+    token_ids: tuple[int, ...]
+    token_ns: tuple[int, ...]
+    n_prompt_tokens: int
+    engine_prompt_eval_ms: float | None
+    engine_eval_ms: float | None
+    engine_n_eval: int | None
+
+
+def _sampler(lm: LoadedModel, s: SamplingConfig, seed: int, ignore_eos: bool):
+    lc = _llama_cpp()
+    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    keep = []
+    if ignore_eos and lm.eog_tokens:
+        biases = (lc.llama_logit_bias * len(lm.eog_tokens))(
+            *[lc.llama_logit_bias(t, float("-inf")) for t in lm.eog_tokens])
+        keep.append(biases)
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(lm.n_vocab, len(lm.eog_tokens), biases))
+    if s.repeat_penalty != 1.0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(64, s.repeat_penalty, 0.0, 0.0))
+    if s.temperature <= 0.0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+    else:
+        if s.top_k > 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(s.top_k))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(s.min_p, 1))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(s.temperature))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    return chain, keep
+
+
+def generate(lm: LoadedModel, *, text: str | None, tokens: Sequence[int] | None, add_bos: bool,
+             sampling: SamplingConfig, seed: int, max_tokens: int, ignore_eos: bool) -> RawRep:
+    """One timed repetition on the Python path. The KV cache is cleared first (no prefix reuse),
+    the clock starts before tokenisation, and every sampled token gets a timestamp."""
+    lc = _llama_cpp()
+    llm = lm.llm
+    ctx = llm._ctx.ctx
+    llm.reset()  # n_tokens = 0 and llama_memory_clear: nothing of the previous repetition survives
+    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+    lc.llama_perf_context_reset(ctx)
+    chain, _keep = _sampler(lm, sampling, seed, ignore_eos)
+    vocab = lc.llama_model_get_vocab(llm._model.model)
+    try:
+        t_request = time.perf_counter_ns()
+        prompt = list(tokens) if tokens is not None else lm.tokenize(text or "", add_bos)
+        n_prompt = len(prompt)
+        if n_prompt == 0:
+            raise EngineError("empty prompt")
+        if n_prompt + max_tokens > lm.n_ctx:
+            raise PromptTooLong(f"prompt of {n_prompt} tokens + {max_tokens} to generate does not fit "
+                                f"in n_ctx={lm.n_ctx}")
+        arr = (lc.llama_token * n_prompt)(*prompt)
+        step = lm.key.n_batch
+        size = ctypes.sizeof(lc.llama_token)
+        for i in range(0, n_prompt, step):
+            m = min(step, n_prompt - i)
+            ptr = ctypes.cast(ctypes.byref(arr, i * size), ctypes.POINTER(lc.llama_token))
+            rc = lc.llama_decode(ctx, lc.llama_batch_get_one(ptr, m))
+            if rc != 0:
+                raise EngineError(f"llama_decode failed on the prompt (code {rc})")
+        t_prefill = time.perf_counter_ns()
+        ids: list[int] = []
+        stamps: list[int] = []
+        one = (lc.llama_token * 1)()
+        now = time.perf_counter_ns
+        for i in range(max_tokens):
+            tok = lc.llama_sampler_sample(chain, ctx, -1)
+            stamps.append(now())
+            ids.append(tok)
+            if i == max_tokens - 1 or (not ignore_eos and lc.llama_vocab_is_eog(vocab, tok)):
+                break
+            one[0] = tok
+            rc = lc.llama_decode(ctx, lc.llama_batch_get_one(one, 1))
+            if rc != 0:
+                raise EngineError(f"llama_decode failed at generated token {i} (code {rc})")
+        perf = lc.llama_perf_context(ctx)
+    finally:
+        lc.llama_sampler_free(chain)
+    return RawRep(
+        t_request_ns=t_request, t_prefill_end_ns=t_prefill, token_ids=tuple(ids), token_ns=tuple(stamps),
+        n_prompt_tokens=n_prompt,
+        engine_prompt_eval_ms=float(perf.t_p_eval_ms) if perf.n_p_eval > 0 else None,
+        engine_eval_ms=float(perf.t_eval_ms) if perf.n_eval > 0 else None,
+        engine_n_eval=int(perf.n_eval),
+    )

