@@ -1,7 +1,9 @@
-"""Hydra callbacks: keep the sweep-level files (sweep.json, runs.csv, runs.parquet) current."""
+"""Hydra callbacks: a pre-flight over every point of a sweep, and the sweep-level files
+(sweep.json, runs.csv, runs.parquet) kept current from the job folders."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,24 +13,65 @@ from hydra.experimental.callback import Callback
 LAST: dict = {"sweep_dir": None, "rows": []}
 
 
+def sweep_points(config: Any) -> list[list[str]]:
+    """The override list of every job the basic sweeper will launch, in launch order."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(args)
+    return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def preflight_sweep(config: Any) -> int:
+    """Compose, validate and plan every point before the first model loads. A bad value prints
+    one line naming the key, the value and what is allowed, and exits with code 2."""
+    from hydra import compose
+
+    from . import engine
+    from .config import ConfigError
+    from .runner import composed_to_dict, preflight
+
+    points = sweep_points(config)
+    gpu = engine.gpu_offload_supported()
+    for job in points:
+        cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
+        try:
+            preflight(composed_to_dict(cfg), gpu_offload_supported=gpu)
+        except ConfigError as e:
+            varying = [o for o in job if "sweep_name=" not in o]
+            print(f"error: {e}" + (f"  (sweep point: {' '.join(varying)})" if varying else ""), file=sys.stderr)
+            sys.exit(2)
+    return len(points)
+
+
 class SweepIndex(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        from . import sweepindex
+        from . import progress, sweepindex
 
+        n = preflight_sweep(config)
         d = Path(config.hydra.sweep.dir)
         d.mkdir(parents=True, exist_ok=True)
         sweepindex.mark_started(d, list(config.hydra.overrides.task))
+        progress.start(n)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from . import sweepindex
+        from . import progress, sweepindex
 
+        progress.stop()
         d = Path(config.hydra.sweep.dir)
         LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d))
 
-    def on_run_end(self, config: Any, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
         from . import sweepindex
 
-        d = Path(HydraConfig.get().runtime.output_dir).parent
+        d = Path(config.hydra.run.dir).parent
+        d.mkdir(parents=True, exist_ok=True)
+        sweepindex.mark_started(d, list(config.hydra.overrides.task))
+
+    def on_run_end(self, config: Any, **kwargs: Any) -> None:
+        from . import sweepindex
+
+        d = Path(config.hydra.run.dir).parent
         LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d))

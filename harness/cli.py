@@ -99,12 +99,15 @@ def _print_summary(sweep_dir, rows: list[dict]) -> None:
         if not f.summary:
             continue
         values = {repr(r.get(f.name)) for r in rows}
-        is_metric = f.name.endswith(("_mean", "_ms", "_tps")) or f.name in ("status", "job")
+        if f.name == "job":
+            continue  # long; the varying columns identify the point
+        is_metric = f.name.endswith(("_mean", "_ms", "_tps")) or f.name == "status"
         if is_metric or len(values) > 1:
             shown.append(f)
     table = Table(title=f"{sweep_dir}", title_justify="left")
+    table.add_column("#", justify="right")
     for f in shown:
-        table.add_column(f.display, justify="left" if f.name in ("job", "status") else "right")
-    for r in rows:
-        table.add_row(*[fmt(f, r.get(f.name)) for f in shown])
+        table.add_column(f.display, justify="left" if f.name == "status" else "right")
+    for i, r in enumerate(rows, 1):
+        table.add_row(str(i), *[fmt(f, r.get(f.name)) for f in shown])
     Console(width=max(120, Console().width)).print(table)

@@ -13,6 +13,8 @@ processor over the whole vocabulary per token), which would otherwise be measure
 from __future__ import annotations
 
 import ctypes
+import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,9 +64,12 @@ class LoadedModel:
     eog_tokens: tuple[int, ...]
     bos_token: int
     chat_template: str | None
+    architecture: str = ""
     bos_text: str = ""
     eos_text: str = ""
     loads_in_process: int = 1
+    flash_attn_effective: str | None = None  # what llama.cpp chose (auto resolves at load)
+    load_log: str = ""  # what llama.cpp printed while loading (offload, KV cache, flash attention)
     _formatter: object = field(default=None, repr=False)
 
     # --- tokenizer adapter used by workload.py --------------------------------------------------
@@ -75,9 +80,10 @@ class LoadedModel:
         return self.llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
 
     def apply_chat_template(self, messages: list[dict]) -> str | None:
-        """The prompt text with the model's own chat template, or None when it has none."""
+        """The prompt text with the model's chat template: the Jinja template in its GGUF, else
+        llama.cpp's built-in template for its architecture; None when there is neither."""
         if not self.chat_template:
-            return None
+            return self._builtin_template(messages)
         if self._formatter is None:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -85,6 +91,29 @@ class LoadedModel:
                                                   bos_token=self.bos_text)
         return self._formatter(messages=messages).prompt
 
+
+    def _builtin_template(self, messages: list[dict]) -> str | None:
+        lc = _llama_cpp()
+        name = _BUILTIN_TEMPLATES.get(self.architecture)
+        if name is None:
+            return None
+        keep = [(m["role"].encode(), m["content"].encode()) for m in messages]
+        chat = (lc.llama_chat_message * len(keep))(*[lc.llama_chat_message(r, c) for r, c in keep])
+        size = 4 * sum(len(c) for _, c in keep) + 1024
+        buf = ctypes.create_string_buffer(size)
+        n = lc.llama_chat_apply_template(name.encode(), chat, len(keep), True, buf, size)
+        if n < 0:
+            return None
+        if n > size:
+            buf = ctypes.create_string_buffer(n)
+            n = lc.llama_chat_apply_template(name.encode(), chat, len(keep), True, buf, n)
+        # llama.cpp's built-in templates leave BOS to the tokenizer (workload.py adds it).
+        return buf.raw[:n].decode("utf-8", errors="replace")
+
+
+# GGUF architecture -> llama.cpp built-in chat template, for files that carry no Jinja template.
+_BUILTIN_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma",
+                      "llama": "llama3", "qwen2": "chatml", "qwen3": "chatml", "phi3": "phi3"}
 
 _current: LoadedModel | None = None
 _load_count = 0
@@ -104,6 +133,32 @@ def _flash_attn_mode(mode: str):
         yield False
     finally:
         lc.LLAMA_FLASH_ATTN_TYPE_DISABLED = saved
+
+
+class _Captured:
+    text = ""
+
+
+@contextmanager
+def _capture_stderr():
+    """Capture what the C library writes to file descriptor 2 while loading, for the record,
+    instead of letting it interleave with the progress display."""
+    import sys
+    import tempfile
+
+    cap = _Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield cap
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            cap.text = tmp.read().decode("utf-8", errors="replace")
 
 
 def unload() -> None:
@@ -129,17 +184,18 @@ def load(plan: Plan) -> tuple[LoadedModel, bool]:
     lc = _llama_cpp()
     t0 = time.perf_counter_ns()
     try:
-        with _flash_attn_mode(key.flash_attn) as fa:
+        with _capture_stderr() as load_log, _flash_attn_mode(key.flash_attn) as fa:
             llm = lc.Llama(
                 model_path=key.model_path, n_gpu_layers=key.n_gpu_layers, n_ctx=key.n_ctx,
                 n_batch=key.n_batch, n_ubatch=key.n_ubatch, n_threads=key.n_threads,
                 n_threads_batch=key.n_threads_batch, flash_attn=fa, type_k=KV_TYPES[key.type_k],
                 type_v=KV_TYPES[key.type_v], use_mmap=key.use_mmap, offload_kqv=key.offload_kqv,
-                verbose=False,
+                verbose=True,
             )
     except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError with little detail
+        tail = " | ".join(load_log.text.strip().splitlines()[-3:])
         raise EngineError(f"failed to load {key.model_path} (n_ctx={key.n_ctx}, "
-                          f"n_gpu_layers={key.n_gpu_layers}): {e}") from e
+                          f"n_gpu_layers={key.n_gpu_layers}): {e}" + (f" [llama.cpp: {tail}]" if tail else "")) from e
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     _load_count += 1
     vocab = lc.llama_model_get_vocab(llm._model.model)
@@ -150,10 +206,14 @@ def load(plan: Plan) -> tuple[LoadedModel, bool]:
     _current = LoadedModel(
         llm=llm, key=key, load_ms=load_ms, n_ctx=int(lc.llama_n_ctx(llm._ctx.ctx)), n_vocab=n_vocab,
         eog_tokens=eog, bos_token=bos, chat_template=llm.metadata.get("tokenizer.chat_template"),
+        architecture=plan.gguf.architecture,
         bos_text=llm._model.token_get_text(bos) if bos >= 0 else "",
         eos_text=llm._model.token_get_text(eos) if eos >= 0 else "",
-        loads_in_process=_load_count,
+        loads_in_process=_load_count, load_log=load_log.text,
     )
+    fa_seen = re.search(r"Flash Attention (enabled|disabled)", load_log.text)
+    _current.flash_attn_effective = {"enabled": "on", "disabled": "off"}[fa_seen.group(1)] if fa_seen else None
+    llm.verbose = False  # keep llama-cpp-python quiet after the load
     return _current, False
 
 

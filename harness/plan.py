@@ -112,6 +112,19 @@ def effective_offload(requested: str | int, n_layers: int) -> int:
     return min(int(requested), total)
 
 
+def default_threads() -> int:
+    """llama.cpp's own default: one thread per physical core (llama-cpp-python would use half the
+    logical CPUs, which on small machines is half the machine)."""
+    import os
+
+    import psutil
+
+    n = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        n = min(n, len(os.sched_getaffinity(0)))
+    return max(1, n)
+
+
 def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path | None = None) -> Plan:
     """Resolve the model file and the effective parameters. Raises ConfigError for a model that
     cannot be used and for a GPU requirement the build cannot meet."""
@@ -147,7 +160,8 @@ def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path |
                           f"plus workload.max_tokens ({w.max_tokens}) must fit in runtime.n_ctx ({n_ctx})")
     key = LoadKey(
         model_path=str(Path(model_path).resolve()), n_gpu_layers=ngl, n_ctx=n_ctx,
-        n_batch=r.n_batch, n_ubatch=r.n_ubatch, n_threads=r.n_threads, n_threads_batch=r.n_threads_batch,
+        n_batch=r.n_batch, n_ubatch=r.n_ubatch, n_threads=r.n_threads or default_threads(),
+        n_threads_batch=r.n_threads_batch or r.n_threads or default_threads(),
         flash_attn=r.flash_attn, type_k=r.type_k, type_v=r.type_v, use_mmap=r.use_mmap,
         offload_kqv=r.offload_kqv,
     )

@@ -26,6 +26,7 @@ log = logging.getLogger("harness")
 
 # Statuses of the points run by this process, for the closing "N ok, M failed, K skipped" line.
 TALLY: Counter = Counter()
+_WARNED: set[str] = set()
 
 
 def _now() -> str:
@@ -85,7 +86,9 @@ def run_point(cfg) -> str:
             sys.exit(2)
         return _finish(job_dir, RunRecord(status="failed", ended_at=_now(), error=RunError(type(e).__name__, str(e), "plan"), **base))
     for w in plan.warnings:
-        log.warning("%s: %s", job_name, w)
+        if w not in _WARNED:  # once per process: a sweep repeats the same notice per point
+            _WARNED.add(w)
+            log.warning("%s", w)
     equivalent = _equivalents(job_dir, plan.effective_id)
     if equivalent:
         log.warning("%s: same effective configuration as %s", job_name, ", ".join(equivalent))
@@ -141,6 +144,8 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
     rec = state["record"]
     with _phase("load"):
         lm, reused = engine.load(plan)
+    if not reused and lm.load_log:
+        store.atomic_write_text(job_dir / "engine_load.log", lm.load_log)
     info = engine.engine_info()
     model_prov = plan.gguf.to_dict()
     model_prov.pop("metadata", None)
@@ -148,7 +153,8 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
     rec = replace(
         rec,
         load={"load_ms": lm.load_ms, "reused": reused, "loads_in_process": lm.loads_in_process},
-        effective=rec.effective | {"n_ctx_effective": lm.n_ctx, "n_threads": plan.load_key.n_threads,
+        effective=rec.effective | {"n_ctx_effective": lm.n_ctx, "flash_attn_effective": lm.flash_attn_effective,
+                                   "n_threads": plan.load_key.n_threads,
                                    "n_threads_batch": plan.load_key.n_threads_batch},
         timing_path="python",
         provenance=provenance.collect(info, "python", model_prov),
