@@ -14,7 +14,12 @@ LAST: dict = {"sweep_dir": None, "rows": []}
 
 
 def sweep_points(config: Any) -> list[list[str]]:
-    """The override list of every job the basic sweeper will launch, in launch order."""
+    """The override list of every job the basic sweeper will launch, in launch order (for a
+    single run: its one override list)."""
+    from hydra.types import RunMode
+
+    if config.hydra.mode == RunMode.RUN:
+        return [list(config.hydra.overrides.task)]
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -34,13 +39,14 @@ def preflight_sweep(config: Any) -> int:
     from .runner import composed_to_dict, preflight
 
     points = sweep_points(config)
+    common = set.intersection(*(set(p) for p in points)) if points else set()
     gpu = engine.gpu_offload_supported()
     for job in points:
         cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
         try:
             preflight(composed_to_dict(cfg), gpu_offload_supported=gpu)
         except ConfigError as e:
-            varying = [o for o in job if "sweep_name=" not in o]
+            varying = [o for o in job if o not in common]  # what tells this point from the others
             print(f"error: {e}" + (f"  (sweep point: {' '.join(varying)})" if varying else ""), file=sys.stderr)
             sys.exit(2)
     return len(points)
@@ -66,6 +72,7 @@ class SweepIndex(Callback):
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         from . import sweepindex
 
+        preflight_sweep(config)
         d = Path(config.hydra.run.dir).parent
         d.mkdir(parents=True, exist_ok=True)
         sweepindex.mark_started(d, list(config.hydra.overrides.task))

@@ -76,6 +76,9 @@ def cmd_run(args: list[str]) -> int:
         task()
     finally:
         sys.argv = saved
+        from . import engine
+
+        engine.unload()  # now, with llama.cpp's teardown log captured, not at interpreter exit
     if LAST["sweep_dir"] is not None:
         _print_summary(LAST["sweep_dir"], LAST["rows"])
     t = runner.TALLY

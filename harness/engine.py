@@ -166,7 +166,8 @@ def unload() -> None:
     global _current
     if _current is not None:
         try:
-            _current.llm.close()
+            with _capture_stderr():
+                _current.llm.close()
         finally:
             _current = None
 
@@ -227,6 +228,7 @@ class RawRep:
     token_ns: tuple[int, ...]
     n_prompt_tokens: int
     engine_prompt_eval_ms: float | None
+    engine_n_prompt_eval: int  # prompt tokens llama.cpp evaluated: all of them (no prefix reuse)
     engine_eval_ms: float | None
     engine_n_eval: int | None
 
@@ -306,6 +308,7 @@ def generate(lm: LoadedModel, *, text: str | None, tokens: Sequence[int] | None,
         t_request_ns=t_request, t_prefill_end_ns=t_prefill, token_ids=tuple(ids), token_ns=tuple(stamps),
         n_prompt_tokens=n_prompt,
         engine_prompt_eval_ms=float(perf.t_p_eval_ms) if perf.n_p_eval > 0 else None,
+        engine_n_prompt_eval=int(perf.n_p_eval),
         engine_eval_ms=float(perf.t_eval_ms) if perf.n_eval > 0 else None,
         engine_n_eval=int(perf.n_eval),
     )

@@ -58,6 +58,7 @@ def _read(sweep_dir: Path) -> dict:
 def rebuild(sweep_dir: Path, state: str = "complete") -> list[dict]:
     """Rebuild sweep.json, runs.csv and runs.parquet from the job folders. Returns the rows."""
     records = [r for d in store.job_dirs(sweep_dir) if (r := store.read_run(d))]
+    records.sort(key=lambda r: (str(r.get("started_at")), str(r.get("job_name"))))  # launch order
     rows = [fields.row(r) for r in records]
     counts = Counter(r.get("status") for r in records)
     groups: dict[str, list[str]] = defaultdict(list)

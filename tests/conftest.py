@@ -1,0 +1,46 @@
+"""Shared fixtures: the real default model, and the harness CLI run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_DIR = ROOT / "results" / "schema"
+
+# Small budgets keep the real-model tests fast on 2 CPU cores.
+TINY = ["workload.max_tokens=8", "bench.repetitions=2", "bench.warmup=0"]
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    from harness.modelfile import default_model_path
+
+    return default_model_path()
+
+
+def run_harness(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m harness ARGS` the way a user runs `harness ARGS`."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def harness_cli():
+    return run_harness
+
+
+def load_schema(name: str = "run.schema.json") -> dict:
+    return json.loads((SCHEMA_DIR / name).read_text())
+
+
+def run_records(sweep_dir: Path) -> dict[str, dict]:
+    """job folder name -> parsed run.json, for every job folder of a sweep."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/run.json"))}

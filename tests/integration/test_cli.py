@@ -1,0 +1,122 @@
+"""The CLI as a user meets it: help without the engine, bad input stops before any load with one
+line and exit code 2, models and doctor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+
+def test_help_does_not_import_the_engine_or_hydra():
+    code = ("import sys, harness.cli as c; rc = c.main(['--help']); "
+            "heavy = [m for m in ('llama_cpp', 'hydra', 'pandas', 'numpy') if m in sys.modules]; "
+            "print('HEAVY', heavy); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert "usage: harness" in r.stdout and "run -m" in r.stdout
+    assert "HEAVY []" in r.stdout
+
+
+def test_unknown_command_exits_2(harness_cli, tmp_path):
+    r = harness_cli("frobnicate", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown command" in r.stderr
+
+
+def _bad_gguf_files(tmp_path: Path, model_path: Path) -> dict[str, Path]:
+    bad_magic = tmp_path / "bad.gguf"
+    bad_magic.write_bytes(b"NOTGGUF" + b"\0" * 64)
+    truncated = tmp_path / "truncated.gguf"
+    with open(model_path, "rb") as f:
+        truncated.write_bytes(f.read(4_000_000))
+    folder = tmp_path / "dir.gguf"
+    folder.mkdir()
+    return {"bad_magic": bad_magic, "truncated": truncated, "dir": folder}
+
+
+BAD_INPUT = [
+    ("runtime.n_ctx=-5", "runtime.n_ctx", "positive integer"),
+    ("runtime.n_ctx=0", "runtime.n_ctx", "positive integer"),
+    ("sampling.temperature=-1", "sampling.temperature", ">= 0"),
+    ("sampling.top_p=0", "sampling.top_p", "(0, 1]"),
+    ("sampling.top_p=1.5", "sampling.top_p", "(0, 1]"),
+    ("sampling.top_k=-1", "sampling.top_k", "non-negative"),
+    ("bench.repetitions=0", "bench.repetitions", "positive integer"),
+    ("runtime.flash_attn=maybe", "runtime.flash_attn", "on|off|auto"),
+    ("runtime.n_gpu_layers=abc", "runtime.n_gpu_layers", "percentage"),
+    ("model.path=/nonexistent/model.gguf", "model.path", "/nonexistent/model.gguf"),
+    ("model.path={dir}", "model.path", "directory"),
+    ("model.path={bad_magic}", "model.path", "not a GGUF"),
+    ("model.path={truncated}", "model.path", "truncated"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override,key,allowed", BAD_INPUT, ids=[b[0].split("=")[0] + "=" + b[0].split("=")[1][:12] for b in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(override, key, allowed, tmp_path, harness_cli, model_path):
+    override = override.format(**_bad_gguf_files(tmp_path, model_path))
+    r = harness_cli("run", override, *TINY, f"results_dir={tmp_path / 'res'}", "sweep_name=b", cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout[-1000:], r.stderr[-1000:])
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"error: {key}:") and allowed in lines[0]
+    assert "Traceback" not in r.stderr
+    assert not list((tmp_path / "res").rglob("run.json"))  # nothing ran, nothing recorded
+
+
+@pytest.mark.slow
+def test_bad_point_in_a_sweep_stops_the_whole_sweep_before_any_load(tmp_path, harness_cli, model_path):
+    r = harness_cli("run", "-m", "runtime.n_ctx=256,-5", *TINY, f"results_dir={tmp_path}", "sweep_name=b",
+                    cwd=tmp_path)
+    assert r.returncode == 2
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: runtime.n_ctx: must be a positive integer, got -5")
+    assert "runtime.n_ctx=-5" in err[0]  # names the sweep point
+    assert not list(tmp_path.rglob("run.json"))  # the good point did not run either
+
+
+@pytest.mark.slow
+def test_missing_model_says_where_it_looked_and_how_to_get_it(tmp_path, harness_cli):
+    r = harness_cli("run", "model=gemma3_1b", *TINY, f"results_dir={tmp_path}", cwd=tmp_path,
+                    env={"HARNESS_MODELS": str(tmp_path / "nowhere")})
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert str(tmp_path / "nowhere") in line and "HARNESS_MODELS" in line and "gemma-3-1b" in line
+
+
+@pytest.mark.slow
+def test_models_lists_resolved_and_missing_models(tmp_path, harness_cli, model_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    os.symlink(model_path, models / "gemma-3-1b-it-Q4_K_M.gguf")
+    r = harness_cli("models", cwd=tmp_path, env={"HARNESS_MODELS": str(models), "COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    lines = {ln.split()[1]: ln for ln in r.stdout.splitlines() if ln.startswith("│ gemma3")}
+    assert "ok" in lines["gemma3_270m"] and "Q4_K_M" in lines["gemma3_270m"] and "18" in lines["gemma3_270m"]
+    assert "ok" in lines["gemma3_1b"] and "gemma-3-1b-it-Q4_K_M.gguf" in lines["gemma3_1b"]
+    assert "missing" in lines["gemma3_27b"]
+
+
+@pytest.mark.slow
+def test_doctor_reports_engine_nvml_and_default_model(tmp_path, harness_cli, model_path):
+    r = harness_cli("doctor", cwd=tmp_path, env={"COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "llama-cpp-python 0.3" in out
+    assert "GPU offload support:" in out
+    assert "NVML" in out
+    assert str(model_path) in out and "gemma3" in out
+
+
+@pytest.mark.slow
+def test_single_run_writes_one_folder(tmp_path, harness_cli, model_path):
+    r = harness_cli("run", *TINY, "bench.repetitions=1", f"results_dir={tmp_path}", "sweep_name=one", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "1 ok, 0 failed, 0 skipped"
+    runs = list((tmp_path / "one").glob("*/run.json"))
+    assert len(runs) == 1
+    assert (tmp_path / "one" / "runs.csv").is_file() and (tmp_path / "one" / "sweep.json").is_file()
