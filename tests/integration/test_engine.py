@@ -117,3 +117,20 @@ def test_workload_prompts(loaded):
     assert 300 <= f.n_tokens <= 400
     raw = _gen(lm, rc, f, max_tokens=4)
     assert raw.n_prompt_tokens == f.n_tokens  # the count we planned is what the engine saw
+
+
+@pytest.mark.gpu
+def test_full_offload_on_a_cuda_build(model_path):
+    """With a CUDA build on a GPU machine, `all` offloads every layer plus the output layer."""
+    if not engine.gpu_offload_supported():
+        pytest.skip("this llama.cpp build has no GPU backend")
+    rc = validate(_cfg(runtime__n_ctx=512, runtime__require_gpu=True))
+    plan = make_plan(rc, gpu_offload_supported=True, model_path=model_path)
+    assert plan.n_gpu_layers_effective == plan.gguf.n_layers + 1
+    lm, _ = engine.load(plan)
+    try:
+        assert "CUDA" in lm.load_log
+        raw = _gen(lm, rc, build_prompt(rc.workload, lm, seed=0), max_tokens=16)
+        assert len(raw.token_ids) == 16
+    finally:
+        engine.unload()

@@ -1,0 +1,65 @@
+"""How much the harness's own timing path costs, measured side by side in one run.
+
+`make bench` (or `pytest benchmarks/`). Each benchmark records ratios in extra_info, computed from
+the same repetitions, so they are comparable on a noisy shared machine:
+  python_path_share  = 1 - engine decode time / wall decode time (harness + sampling overhead)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import engine
+from harness.config import SamplingConfig, validate
+from harness.gguf import read_gguf_info
+from harness.plan import make_plan
+
+
+def _cfg() -> dict:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    d = {g: OmegaConf.to_container(OmegaConf.load(conf / f"{g}/{o}.yaml"))
+         for g, o in (("model", "gemma3_270m"), ("runtime", "default"), ("sampling", "default"),
+                      ("workload", "pp512_tg128"), ("bench", "default"))}
+    d["runtime"]["n_ctx"] = 1024
+    return d | {"results_dir": "results", "sweep_name": "bench"}
+
+
+@pytest.fixture(scope="module")
+def loaded(model_path):
+    rc = validate(_cfg())
+    plan = make_plan(rc, gpu_offload_supported=engine.gpu_offload_supported(), model_path=model_path)
+    lm, _ = engine.load(plan)
+    yield rc, lm
+    engine.unload()
+
+
+def test_gguf_header_read(benchmark, model_path):
+    info = benchmark(read_gguf_info, model_path)
+    assert info.n_layers == 18 and info.n_vocab == 262144
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8], ids=["greedy", "sampled"])
+def test_decode_tg32(benchmark, loaded, temperature):
+    """32 generated tokens after a 16-token prompt: wall decode vs llama.cpp's own decode time."""
+    rc, lm = loaded
+    s = SamplingConfig(temperature=temperature, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.0, seed=1)
+    prompt = list(range(1000, 1016))
+    reps = []
+
+    def once():
+        raw = engine.generate(lm, text=None, tokens=prompt, add_bos=False, sampling=s, seed=1,
+                              max_tokens=32, ignore_eos=True)
+        reps.append(raw)
+        return raw
+
+    benchmark.pedantic(once, rounds=5, warmup_rounds=1)
+    wall = sum((r.token_ns[-1] - r.token_ns[0]) / 1e6 for r in reps)
+    eng = sum(r.engine_eval_ms for r in reps)
+    benchmark.extra_info["decode_tps_wall"] = sum(len(r.token_ids) - 1 for r in reps) / (wall / 1e3)
+    benchmark.extra_info["decode_tps_engine"] = sum(r.engine_n_eval for r in reps) / (eng / 1e3)
+    benchmark.extra_info["python_path_share"] = 1 - eng / wall
+    assert all(len(r.token_ids) == 32 for r in reps)
