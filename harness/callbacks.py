@@ -52,6 +52,12 @@ def preflight_sweep(config: Any) -> int:
     return len(points)
 
 
+def _tally() -> dict:
+    from .runner import TALLY
+
+    return dict(TALLY)
+
+
 class SweepIndex(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from . import progress, sweepindex
@@ -67,7 +73,7 @@ class SweepIndex(Callback):
 
         progress.stop()
         d = Path(config.hydra.sweep.dir)
-        LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d))
+        LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d, last_invocation=_tally()))
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         from . import sweepindex
@@ -81,4 +87,4 @@ class SweepIndex(Callback):
         from . import sweepindex
 
         d = Path(config.hydra.run.dir).parent
-        LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d))
+        LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d, last_invocation=_tally()))

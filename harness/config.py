@@ -10,6 +10,7 @@ Checks that need the file system (does the model file exist, is it GGUF) live in
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
@@ -129,8 +130,8 @@ def _int(section: Mapping, prefix: str, key: str, *, minimum: int | None = None,
 
 def _float(section: Mapping, prefix: str, key: str, default: float) -> float:
     v = section.get(key, default)
-    if not _is_num(v) or v != v:  # NaN is not a setting
-        raise ConfigError(f"{prefix}.{key}", v, "must be a number")
+    if not _is_num(v) or not math.isfinite(v):  # NaN and inf are not settings
+        raise ConfigError(f"{prefix}.{key}", v, "must be a finite number")
     return float(v)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from decimal import Decimal
+from fractions import Fraction
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,7 +56,8 @@ class Plan:
         """Hash of the effective configuration: points with equal ids measure the same thing."""
         c = self.config
         eff = {
-            "load": asdict(self.load_key) | {"model_path": None, "model_size": self.gguf.size_bytes},
+            "load": asdict(self.load_key) | {"model_path": None, "model_size": self.gguf.size_bytes,
+                                             "n_ctx": self.n_ctx_effective},
             "model": [self.gguf.architecture, self.gguf.size_bytes, self.gguf.n_tensors],
             "sampling": asdict(c.sampling),
             "workload": asdict(c.workload),
@@ -108,7 +111,9 @@ def effective_offload(requested: str | int, n_layers: int) -> int:
     if requested == "all" or requested == -1:
         return total
     if isinstance(requested, str) and requested.endswith("%"):
-        return min(total, int(math.floor(float(requested[:-1]) / 100.0 * total + 0.5)))
+        # Exact decimal arithmetic: 58% of 25 is 14.5 and rounds up to 15, as written.
+        share = Fraction(Decimal(requested[:-1])) / 100 * total
+        return min(total, math.floor(share + Fraction(1, 2)))
     return min(int(requested), total)
 
 

@@ -39,13 +39,13 @@ def rep(job: str, phase: str, i: int, n: int, decode_tps: float | None) -> None:
     if p is None:
         return
     tps = f"  {decode_tps:6.1f} tok/s" if decode_tps else ""
-    p.update(_state["task"], description=f"{job}  {phase} {i}/{n}{tps}")
+    p.update(_state["task"], description=f"{phase} {i}/{n}{tps}")
 
 
 def point_done(job: str, status: str) -> None:
     _state["done"] += 1
     p = _state.get("progress")
     if p is not None:
-        p.update(_state["task"], advance=1, description=f"{job}: {status}")
+        p.update(_state["task"], advance=1, description=status)
     elif _state["total"]:
         print(f"point {_state['done']}/{_state['total']} {job}: {status}", file=sys.stderr, flush=True)

@@ -89,11 +89,8 @@ def run_point(cfg) -> str:
         if w not in _WARNED:  # once per process: a sweep repeats the same notice per point
             _WARNED.add(w)
             log.warning("%s", w)
-    equivalent = _equivalents(job_dir, plan.effective_id)
-    if equivalent:
-        log.warning("%s: same effective configuration as %s", job_name, ", ".join(equivalent))
     rec = RunRecord(status="failed", ended_at=started, effective=plan.effective_dict(),
-                    equivalent_to=tuple(equivalent), warnings=plan.warnings, **base)
+                    warnings=plan.warnings, **base)
     state = {"record": rec}
     try:
         rec = _measure(rc, plan, state, job_dir)
@@ -144,6 +141,13 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
     rec = state["record"]
     with _phase("load"):
         lm, reused = engine.load(plan)
+    warnings = list(rec.warnings)
+    if lm.n_ctx != plan.n_ctx_effective:
+        warnings.append(f"llama.cpp allocated n_ctx={lm.n_ctx} for the requested runtime.n_ctx={plan.n_ctx_effective}")
+        plan = replace(plan, n_ctx_effective=lm.n_ctx)
+    equivalent = _equivalents(job_dir, plan.effective_id)
+    if equivalent:
+        log.warning("%s: same effective configuration as %s", rec.job_name, ", ".join(equivalent))
     if not reused and lm.load_log:
         store.atomic_write_text(job_dir / "engine_load.log", lm.load_log)
     info = engine.engine_info()
@@ -153,7 +157,8 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
     rec = replace(
         rec,
         load={"load_ms": lm.load_ms, "reused": reused, "loads_in_process": lm.loads_in_process},
-        effective=rec.effective | {"n_ctx_effective": lm.n_ctx, "flash_attn_effective": lm.flash_attn_effective,
+        warnings=tuple(warnings), equivalent_to=tuple(equivalent),
+        effective=plan.effective_dict() | {"flash_attn_effective": lm.flash_attn_effective,
                                    "n_threads": plan.load_key.n_threads,
                                    "n_threads_batch": plan.load_key.n_threads_batch},
         timing_path="python",

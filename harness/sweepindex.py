@@ -55,8 +55,11 @@ def _read(sweep_dir: Path) -> dict:
         return {}
 
 
-def rebuild(sweep_dir: Path, state: str = "complete") -> list[dict]:
-    """Rebuild sweep.json, runs.csv and runs.parquet from the job folders. Returns the rows."""
+def rebuild(sweep_dir: Path, state: str = "complete", last_invocation: dict | None = None) -> list[dict]:
+    """Rebuild sweep.json, runs.csv and runs.parquet from the job folders. Returns the rows.
+
+    `status_counts` counts the records on disk (a resumed point keeps its ok record);
+    `last_invocation` is what the latest command did (ok, failed, skipped)."""
     records = [r for d in store.job_dirs(sweep_dir) if (r := store.read_run(d))]
     records.sort(key=lambda r: (str(r.get("started_at")), str(r.get("job_name"))))  # launch order
     rows = [fields.row(r) for r in records]
@@ -76,6 +79,7 @@ def rebuild(sweep_dir: Path, state: str = "complete") -> list[dict]:
         ended_at=_now() if state != "running" else None,
         status_counts={k: counts.get(k, 0) for k in ("ok", "failed", "skipped")},
         n_runs=len(records),
+        last_invocation={k: int((last_invocation or {}).get(k, 0)) for k in ("ok", "failed", "skipped")},
         jobs=[{"job": r.get("job_name"), "status": r.get("status"),
                "effective_id": (r.get("effective") or {}).get("effective_id"),
                "error": (r.get("error") or {}).get("message")} for r in records],

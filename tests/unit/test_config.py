@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import functools
 import math
 import os
 from pathlib import Path
@@ -20,8 +21,8 @@ def _load(rel: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(CONF / rel), resolve=True)
 
 
-def base() -> dict:
-    """A composed config shaped like Hydra's, built from the real YAML files of conf/."""
+@functools.cache
+def _base() -> dict:
     root = OmegaConf.load(CONF / "config.yaml")  # sweep_name is a ${now:} interpolation: not resolved
     return {
         "model": _load("model/gemma3_270m.yaml"),
@@ -32,6 +33,11 @@ def base() -> dict:
         "results_dir": root.results_dir,
         "sweep_name": "unit-test",
     }
+
+
+def base() -> dict:
+    """A composed config shaped like Hydra's, built from the real YAML files of conf/ (read once)."""
+    return copy.deepcopy(_base())
 
 
 def with_value(path: str, value) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import struct
 from fractions import Fraction
@@ -31,10 +32,8 @@ def test_effective_offload_18_layers(requested, expected):
     assert effective_offload(requested, 18) == expected
 
 
-# Exact halves that binary floating point misses: 58/100 is stored as 0.57999..., so 58% of 25
-# layers comes out as 14.499999999999998 and rounds down instead of half up.
-@pytest.mark.xfail(strict=True, reason="BUG harness/plan.py effective_offload: float(p)/100*total + 0.5 "
-                                       "misrounds exact halves (58% of 25 -> 14, expected 15)")
+# Exact halves that binary floating point would miss: 58/100 is stored as 0.57999..., so 58% of
+# 25 layers would come out as 14.499999999999998 and round down instead of half up.
 @pytest.mark.parametrize("requested,n_layers,expected", [
     ("58%", 24, 15),  # 0.58 * 25 = 14.5
     ("70%", 44, 32),  # 0.70 * 45 = 31.5
@@ -142,12 +141,17 @@ def test_real_model_reads():
 
 # --- make_plan ---------------------------------------------------------------------------------------------
 
-def base() -> dict:
-    """The composed default config, read from the real YAML files of conf/."""
+@functools.cache
+def _base() -> dict:
     load = lambda rel: OmegaConf.to_container(OmegaConf.load(CONF / rel), resolve=True)  # noqa: E731
     return {"model": load("model/gemma3_270m.yaml"), "runtime": load("runtime/default.yaml"),
             "sampling": load("sampling/default.yaml"), "workload": load("workload/short_chat.yaml"),
             "bench": load("bench/default.yaml"), "results_dir": "results", "sweep_name": "unit-test"}
+
+
+def base() -> dict:
+    """The composed default config, read once from the real YAML files of conf/."""
+    return copy.deepcopy(_base())
 
 
 def _cfg(**sections):

@@ -210,11 +210,19 @@ def test_written_files_are_shared_readable(tmp_path, umask_022):
 
 def test_write_json_round_trip(tmp_path):
     p = tmp_path / "run.json"
-    obj = {"a": 1, "b": [1.5, None, "x"], "c": {"d": True}, "path": Path("/x")}
+    obj = {"a": 1, "b": [1.5, None, "x"], "c": {"d": True}}
     write_json(p, obj)
     text = p.read_text()
     assert text.endswith("\n")
-    assert json.loads(text) == {"a": 1, "b": [1.5, None, "x"], "c": {"d": True}, "path": "/x"}
+    assert json.loads(text) == obj
+
+
+def test_write_json_refuses_values_json_cannot_hold(tmp_path):
+    """A Path (or any non-JSON value) is a bug in the record, not something to stringify silently."""
+    p = tmp_path / "run.json"
+    with pytest.raises(TypeError):
+        write_json(p, {"path": Path("/x")})
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
