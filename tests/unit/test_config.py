@@ -230,15 +230,16 @@ def test_file_model_needs_a_path_or_files():
     assert str(ei.value).startswith("model.path: ")
 
 
-# Non-finite numbers pass validation today but cannot be stored: store.write_json uses
-# allow_nan=False, which rejects inf as well as NaN, so the run would fail only when run.json is
-# written, after the whole measurement.
-@pytest.mark.xfail(strict=True, reason="BUG harness/config.py _float: accepts +/-inf (only NaN is rejected); "
-                                       "run.json cannot store it (write_json allow_nan=False)")
-@pytest.mark.parametrize("key", ["sampling.temperature", "sampling.repeat_penalty"])
-def test_infinite_numbers_are_rejected(key):
-    with pytest.raises(ConfigError):
-        validate(with_value(key, float("inf")))
+# Non-finite numbers cannot be stored: store.write_json uses allow_nan=False, which rejects inf as
+# well as NaN, so a run would otherwise fail only when run.json is written, after the measurement.
+@pytest.mark.parametrize("key", ["sampling.temperature", "sampling.top_p", "sampling.min_p",
+                                 "sampling.repeat_penalty"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_infinite_numbers_are_rejected(key, value):
+    with pytest.raises(ConfigError) as ei:
+        validate(with_value(key, value))
+    assert str(ei.value).startswith(f"{key}: ")
+    assert repr(value) in str(ei.value)
 
 
 # --- valid variants: accepted and normalised -------------------------------------------------------
