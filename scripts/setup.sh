@@ -48,7 +48,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     "$PY" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --upgrade "pip>=23.2" "setuptools>=68" wheel
+"${PIP[@]}" install --upgrade "pip>=23.2" "setuptools>=77" wheel
 
 # --- llama-cpp-python, built once per (version, variant, cpu) and cached as a wheel ----------------
 installed=$("$VENV/bin/python" - <<'PY' 2>/dev/null || true
