@@ -12,20 +12,12 @@ import pytest
 from harness import engine
 from harness.config import SamplingConfig, validate
 from harness.gguf import read_gguf_info
+from harness.hydra_conf import compose
 from harness.plan import make_plan
 
 
 def _cfg() -> dict:
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    d = {g: OmegaConf.to_container(OmegaConf.load(conf / f"{g}/{o}.yaml"))
-         for g, o in (("model", "gemma3_270m"), ("runtime", "default"), ("sampling", "default"),
-                      ("workload", "pp512_tg128"), ("bench", "default"))}
-    d["runtime"]["n_ctx"] = 1024
-    return d | {"results_dir": "results", "sweep_name": "bench"}
+    return compose(["workload=pp512_tg128", "runtime.n_ctx=1024"])
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,8 @@ def preflight_sweep(config: Any) -> int:
 
     from . import engine
     from .config import ConfigError
-    from .runner import composed_to_dict, preflight
+    from .hydra_conf import to_plain
+    from .runner import preflight
 
     points = sweep_points(config)
     common = set.intersection(*(set(p) for p in points)) if points else set()
@@ -44,7 +45,7 @@ def preflight_sweep(config: Any) -> int:
     for job in points:
         cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
         try:
-            preflight(composed_to_dict(cfg), gpu_offload_supported=gpu)
+            preflight(to_plain(cfg), gpu_offload_supported=gpu)
         except ConfigError as e:
             varying = [o for o in job if o not in common]  # what tells this point from the others
             print(f"error: {e}" + (f"  (sweep point: {' '.join(varying)})" if varying else ""), file=sys.stderr)

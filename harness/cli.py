@@ -50,26 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _conf_dir() -> str:
-    from importlib.resources import files
-
-    return str(files("harness.conf"))
-
-
 def cmd_run(args: list[str]) -> int:
     from datetime import datetime
 
     import hydra
 
-    from . import resolvers, runner
+    from . import hydra_conf, runner
     from .callbacks import LAST
 
-    resolvers.register()
+    hydra_conf.register_resolvers()
     if not any(a.split("=", 1)[0].lstrip("+~") == "sweep_name" for a in args):
         # One timestamp for the whole invocation: each job composes its own config, and a
         # per-job ${now:} would scatter one sweep over several folders.
         args = args + [f"sweep_name={datetime.now().strftime('%Y%m%d-%H%M%S')}"]
-    task = hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")(runner.run_point)
+    task = hydra.main(version_base="1.3", config_path=hydra_conf.conf_dir(), config_name="config")(runner.run_point)
     saved = sys.argv
     sys.argv = ["harness run", *args]
     try:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 
 def _model_configs() -> list[tuple[str, dict]]:
-    from importlib.resources import files
-
     from omegaconf import OmegaConf
 
-    d = Path(str(files("harness.conf"))) / "model"
+    from .hydra_conf import conf_dir
+
+    d = Path(conf_dir()) / "model"
     out = []
     for p in sorted(d.glob("*.yaml")):
         out.append((p.stem, OmegaConf.to_container(OmegaConf.load(p), resolve=False)))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import progress, store
 from .config import ConfigError, RunConfig, validate
+from .hydra_conf import to_plain
 from .metrics import aggregate, rep_metrics
 from .record import Repetition, RunError, RunRecord
 
@@ -31,15 +32,6 @@ _WARNED: set[str] = set()
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def composed_to_dict(cfg) -> dict:
-    """The job's config as plain data, without Hydra's own node."""
-    from omegaconf import OmegaConf
-
-    d = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    d.pop("hydra", None)
-    return d
 
 
 def preflight(cfg_dict: dict, *, gpu_offload_supported: bool | None = None):
@@ -74,7 +66,7 @@ def run_point(cfg) -> str:
         progress.point_done(job_name, "skipped")
         return "skipped"
 
-    cfg_dict = composed_to_dict(cfg)
+    cfg_dict = to_plain(cfg)
     started = _now()
     base = dict(run_id=uuid.uuid4().hex, sweep_name=str(cfg_dict.get("sweep_name")), job_name=job_name,
                 started_at=started, overrides=overrides, config=cfg_dict)
@@ -84,7 +76,13 @@ def run_point(cfg) -> str:
         if not multirun:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        return _finish(job_dir, RunRecord(status="failed", ended_at=_now(), error=RunError(type(e).__name__, str(e), "plan"), **base))
+        # Checked before the sweep started, so something changed since (a model file removed).
+        return _finish(job_dir, RunRecord(status="failed", ended_at=_now(),
+                                          error=RunError(type(e).__name__, str(e), "plan"), **base))
+    except Exception as e:  # the run boundary: an unreadable file must not end the sweep
+        log.error("%s: failed while planning: %s: %s", job_name, type(e).__name__, e)
+        return _finish(job_dir, RunRecord(status="failed", ended_at=_now(),
+                                          error=RunError(type(e).__name__, str(e), "plan"), **base))
     for w in plan.warnings:
         if w not in _WARNED:  # once per process: a sweep repeats the same notice per point
             _WARNED.add(w)

@@ -120,3 +120,18 @@ def test_single_run_writes_one_folder(tmp_path, harness_cli, model_path):
     runs = list((tmp_path / "one").glob("*/run.json"))
     assert len(runs) == 1
     assert (tmp_path / "one" / "runs.csv").is_file() and (tmp_path / "one" / "sweep.json").is_file()
+
+
+def test_compose_matches_the_cli_config_tree():
+    """harness.hydra_conf.compose gives what a job sees: groups, defaults and overrides."""
+    from harness.config import validate
+    from harness.hydra_conf import compose
+
+    preset = validate(compose(["+sweep=quick"]))
+    assert preset.workload.name == "insight_agent"  # the preset picks its workload
+    assert preset.bench.repetitions == 3 and preset.workload.max_tokens == 64
+    d = compose(["workload=pp512_tg128", "runtime.n_ctx=1024", "+sweep=quick"])
+    rc = validate(d)
+    assert rc.workload.name == "pp512_tg128"  # the command line wins over the preset's choice
+    assert rc.runtime.n_ctx == 1024 and rc.bench.repetitions == 3
+    assert rc.sweep_name == "composed" and rc.model.name == "gemma3_270m"

@@ -6,6 +6,7 @@ import pytest
 
 from harness import engine
 from harness.config import validate
+from harness.hydra_conf import compose
 from harness.plan import make_plan
 from harness.workload import build_prompt
 
@@ -13,18 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 def _cfg(**overrides) -> dict:
-    from omegaconf import OmegaConf
-    from conftest import ROOT
-
-    conf = ROOT / "conf"
-    d = {
-        "model": OmegaConf.to_container(OmegaConf.load(conf / "model/gemma3_270m.yaml")),
-        "runtime": OmegaConf.to_container(OmegaConf.load(conf / "runtime/default.yaml")),
-        "sampling": OmegaConf.to_container(OmegaConf.load(conf / "sampling/default.yaml")),
-        "workload": OmegaConf.to_container(OmegaConf.load(conf / "workload/short_chat.yaml")),
-        "bench": OmegaConf.to_container(OmegaConf.load(conf / "bench/default.yaml")),
-        "results_dir": "results", "sweep_name": "t",
-    }
+    """The composed default config (real Hydra), with `section__key=value` changes applied."""
+    d = compose()
     for key, value in overrides.items():
         section, name = key.split("__")
         d[section][name] = value
