@@ -72,15 +72,13 @@ def run_point(cfg) -> str:
                 started_at=started, overrides=overrides, config=cfg_dict)
     try:
         rc, plan = preflight(cfg_dict)
-    except ConfigError as e:
-        if not multirun:
+    except Exception as e:  # the run boundary: an unusable point must not end the sweep
+        if isinstance(e, ConfigError) and not multirun:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        # Checked before the sweep started, so something changed since (a model file removed).
-        return _finish(job_dir, RunRecord(status="failed", ended_at=_now(),
-                                          error=RunError(type(e).__name__, str(e), "plan"), **base))
-    except Exception as e:  # the run boundary: an unreadable file must not end the sweep
-        log.error("%s: failed while planning: %s: %s", job_name, type(e).__name__, e)
+        # In a sweep every point was checked before the first load, so something changed since
+        # (a model file removed or unreadable): this point fails, the sweep goes on.
+        log.error("%s: failed while planning: %s", job_name, e)
         return _finish(job_dir, RunRecord(status="failed", ended_at=_now(),
                                           error=RunError(type(e).__name__, str(e), "plan"), **base))
     for w in plan.warnings:
@@ -89,16 +87,22 @@ def run_point(cfg) -> str:
             log.warning("%s", w)
     rec = RunRecord(status="failed", ended_at=started, effective=plan.effective_dict(),
                     warnings=plan.warnings, **base)
-    state = {"record": rec}
+    state: dict = {"record": rec, "tokens": []}
     try:
         rec = _measure(rc, plan, state, job_dir)
     except Exception as e:  # the run boundary: record the failure, let the sweep go on
         log.error("%s: failed: %s: %s", job_name, type(e).__name__, e)
         phase = getattr(e, "harness_phase", "measure")
-        # Whatever was measured before the failure stays in the record.
+        # Whatever was measured before the failure stays: the record and its token timings.
+        if state["tokens"]:
+            _write_tokens(job_dir, state["tokens"])
         rec = replace(state["record"], status="failed", ended_at=_now(),
                       error=RunError(type(e).__name__, str(e), phase))
     return _finish(job_dir, rec)
+
+
+def _write_tokens(job_dir: Path, rows: list[tuple]) -> None:
+    store.write_csv(job_dir / store.TOKENS_FILE, ("rep", "index", "t_ns", "token_id"), rows)
 
 
 def _finish(job_dir: Path, rec: RunRecord) -> str:
@@ -174,7 +178,7 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
             progress.rep(rec.job_name, "warmup", i + 1, b.warmup, None)
             engine.generate(lm, seed=s.seed + 1_000_000 + i, **gen)
     reps: list[Repetition] = []
-    token_rows: list[tuple] = []
+    token_rows: list[tuple] = state["tokens"]
     with _phase("measure"):
         for r in range(b.repetitions):
             raw = engine.generate(lm, seed=s.seed + r, **gen)
@@ -189,7 +193,7 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
             state["record"] = replace(rec, repetitions=tuple(reps), warmup_done=b.warmup)
             progress.rep(rec.job_name, "rep", r + 1, b.repetitions, m.decode_tps)
     with _phase("write"):
-        store.write_csv(job_dir / store.TOKENS_FILE, ("rep", "index", "t_ns", "token_id"), token_rows)
+        _write_tokens(job_dir, token_rows)
     agg = aggregate([x.metrics for x in reps], [x.itl_ms for x in reps])
     return replace(rec, status="ok", ended_at=_now(), warmup_done=b.warmup, repetitions=tuple(reps),
                    aggregates=agg)
