@@ -19,6 +19,7 @@ from typing import Any, Mapping
 KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 FLASH_ATTN = ("on", "off", "auto")
 TIMING = ("auto", "python", "native")
+NVML_MODES = ("auto", "on", "off")
 WORKLOAD_KINDS = ("text", "random_tokens", "fill_to_length")
 MODEL_SOURCES = ("package", "file")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
@@ -89,12 +90,21 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    nvml: str = "auto"  # auto: NVML when available; on: required; off: host only
+    interval_ms: int = 100
+    gpu_index: int | None = None  # None: follow CUDA_VISIBLE_DEVICES, else GPU 0
+    host: bool = True
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig
     runtime: RuntimeConfig
     sampling: SamplingConfig
     workload: WorkloadConfig
     bench: BenchConfig
+    telemetry: TelemetryConfig = TelemetryConfig()
     results_dir: str = "results"
     sweep_name: str = "run"
 
@@ -285,6 +295,17 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
         timing=_choice(b, "bench", "timing", TIMING, "auto"),
     )
 
+    t = cfg.get("telemetry") or {}
+    if not isinstance(t, Mapping):
+        raise ConfigError("telemetry", t, "must be a config group (mapping)")
+    _known(t, "telemetry", TelemetryConfig)
+    telemetry = TelemetryConfig(
+        nvml=_choice(t, "telemetry", "nvml", NVML_MODES, "auto"),
+        interval_ms=_int(t, "telemetry", "interval_ms", minimum=10, default=100),
+        gpu_index=_int(t, "telemetry", "gpu_index", minimum=0, optional=True),
+        host=_bool(t, "telemetry", "host", True),
+    )
+
     results_dir = cfg.get("results_dir", "results")
     if not isinstance(results_dir, str) or not results_dir.strip():
         raise ConfigError("results_dir", results_dir, "must be a directory path")
@@ -293,4 +314,4 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
         raise ConfigError("sweep_name", sweep_name,
                           "must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
     return RunConfig(model=model, runtime=runtime, sampling=sampling, workload=workload,
-                     bench=bench, results_dir=results_dir, sweep_name=sweep_name)
+                     bench=bench, telemetry=telemetry, results_dir=results_dir, sweep_name=sweep_name)

@@ -66,6 +66,8 @@ class RunRecord:
     repetitions: tuple[Repetition, ...] = ()
     aggregates: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    telemetry: dict = field(default_factory=dict)
+    roofline: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     error: RunError | None = None
     schema_version: int = SCHEMA_VERSION

@@ -9,6 +9,7 @@ checked every point before the first load.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import uuid
 from collections import Counter
@@ -44,6 +45,13 @@ def preflight(cfg_dict: dict, *, gpu_offload_supported: bool | None = None):
     if rc.bench.timing == "native":
         raise ConfigError("bench.timing", "native",
                           "is not available: the native timing library is not built (use auto or python)")
+    if rc.telemetry.nvml == "on":
+        from .telemetry.session import check
+
+        usable, reason = check("on", rc.telemetry.gpu_index, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if not usable:
+            raise ConfigError("telemetry.nvml", "on", f"requires NVML on the sampled GPU, but {reason} "
+                              "(use telemetry.nvml=auto to record host readings only)")
     if gpu_offload_supported is None:
         gpu_offload_supported = engine.gpu_offload_supported()
     return rc, make_plan(rc, gpu_offload_supported=gpu_offload_supported)
@@ -135,14 +143,38 @@ def _phase(name: str):
 
 
 def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
-    """Load, warm up and measure. Progress is kept in state["record"] so a failure loses nothing."""
+    """Telemetry around load, warm-up and the timed repetitions. Progress is kept in
+    state["record"] so that a failure loses nothing."""
+    from .telemetry.session import close, open_sampler
+
+    sampler, tinfo = open_sampler(rc.telemetry)
+    sampler.start()
+    try:
+        _measure_with(rc, plan, state, job_dir, sampler)
+    finally:
+        # Telemetry is written whatever happened: a failed point keeps what was sampled.
+        close(sampler, tinfo)
+        _write_telemetry(job_dir, sampler)
+        block, extra = _telemetry_block(sampler, tinfo)
+        for key in ("record", "result"):
+            if state.get(key) is not None:
+                r = state[key]
+                state[key] = replace(r, telemetry=block, warnings=(*r.warnings, *extra))
+    return replace(state["result"], roofline=roofline(state["result"], plan, block.get("gpu")))
+
+
+def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> None:
     from . import engine, provenance
     from .modelfile import sha256_file
     from .workload import build_prompt
 
     rec = state["record"]
     with _phase("load"):
+        t0 = sampler.sample()
         lm, reused = engine.load(plan)
+        t1 = sampler.sample()
+    if not reused:
+        sampler.add_window("load", t0, t1)
     warnings = list(rec.warnings)
     if lm.n_ctx != plan.n_ctx_effective:
         warnings.append(f"llama.cpp allocated n_ctx={lm.n_ctx} for the requested runtime.n_ctx={plan.n_ctx_effective}")
@@ -161,8 +193,8 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
         load={"load_ms": lm.load_ms, "reused": reused, "loads_in_process": lm.loads_in_process},
         warnings=tuple(warnings), equivalent_to=tuple(equivalent),
         effective=plan.effective_dict() | {"flash_attn_effective": lm.flash_attn_effective,
-                                   "n_threads": plan.load_key.n_threads,
-                                   "n_threads_batch": plan.load_key.n_threads_batch},
+                                           "n_threads": plan.load_key.n_threads,
+                                           "n_threads_batch": plan.load_key.n_threads_batch},
         timing_path="python",
         provenance=provenance.collect(info, "python", model_prov),
     )
@@ -174,14 +206,24 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
     gen = dict(text=prompt.text, tokens=prompt.tokens, add_bos=prompt.add_bos, sampling=s,
                max_tokens=w.max_tokens, ignore_eos=b.ignore_eos)
     with _phase("warmup"):
-        for i in range(b.warmup):
-            progress.rep(rec.job_name, "warmup", i + 1, b.warmup, None)
-            engine.generate(lm, seed=s.seed + 1_000_000 + i, **gen)
+        if b.warmup:
+            with sampler.window("warmup"):
+                for i in range(b.warmup):
+                    progress.rep(rec.job_name, "warmup", i + 1, b.warmup, None)
+                    engine.generate(lm, seed=s.seed + 1_000_000 + i, **gen)
     reps: list[Repetition] = []
     token_rows: list[tuple] = state["tokens"]
+    prev_end = None
     with _phase("measure"):
         for r in range(b.repetitions):
+            start = sampler.sample()
+            if prev_end is not None:
+                sampler.add_window("idle", prev_end, start)
             raw = engine.generate(lm, seed=s.seed + r, **gen)
+            prev_end = sampler.sample()
+            if raw.token_ns:
+                sampler.add_window("prefill", raw.t_request_ns, raw.token_ns[0])
+                sampler.add_window("decode", raw.token_ns[0], raw.token_ns[-1], tokens=len(raw.token_ns) - 1)
             m = rep_metrics(r, raw.t_request_ns, raw.token_ns, raw.n_prompt_tokens, raw.engine_prompt_eval_ms)
             itl = tuple((b_ - a) / 1e6 for a, b_ in zip(raw.token_ns, raw.token_ns[1:]))
             reps.append(Repetition(metrics=m, seed=s.seed + r,
@@ -195,5 +237,56 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
     with _phase("write"):
         _write_tokens(job_dir, token_rows)
     agg = aggregate([x.metrics for x in reps], [x.itl_ms for x in reps])
-    return replace(rec, status="ok", ended_at=_now(), warmup_done=b.warmup, repetitions=tuple(reps),
-                   aggregates=agg)
+    state["result"] = replace(rec, status="ok", ended_at=_now(), warmup_done=b.warmup,
+                              repetitions=tuple(reps), aggregates=agg)
+
+
+def _write_telemetry(job_dir: Path, sampler) -> None:
+    from .telemetry.sampler import CSV_COLUMNS
+
+    rows = sampler.rows()
+    if rows:
+        t0 = rows[0][0]
+        store.write_csv(job_dir / "telemetry.csv", CSV_COLUMNS, [(r[0] - t0, *r[1:]) for r in rows])
+
+
+def _telemetry_block(sampler, tinfo: dict) -> tuple[dict, list[str]]:
+    """run.json's telemetry (what was sampled, how, per-phase summaries, what the board does not
+    support) and the warnings it raises (other processes on the sampled GPU)."""
+    others = sampler.other_processes()
+    warnings = [f"another process uses the sampled GPU: pid {p['pid']} ({p['vram_mib']:.0f} MiB)" for p in others]
+    gpu = sampler.gpu
+    block = {
+        **tinfo,
+        "status": sampler.status,
+        "error": sampler.error,
+        "n_samples": len(sampler.samples),
+        "power_source": gpu.power_source if gpu is not None else None,
+        "unsupported": (dict(gpu.unsupported) if gpu is not None else {})
+        | (sampler.host.unsupported if sampler.host is not None else {}),
+        "energy_counter_update_ms_min": sampler.counter_update_ms(),
+        "other_processes": others,
+        "phases": sampler.summaries(),
+    }
+    return block, warnings
+
+
+def roofline(rec: RunRecord, plan, gpu: dict | None) -> dict:
+    """Decode ceiling from memory bandwidth: peak bandwidth / bytes read per generated token (at
+    least the model's weight bytes), and the measured decode rate as a share of it."""
+    weights = plan.gguf.tensor_data_bytes
+    out = {"bytes_per_token_min": weights, "peak_mem_bandwidth_gbps": None, "decode_tps_ceiling": None,
+           "bandwidth_efficiency": None, "reason": None}
+    if plan.n_gpu_layers_effective == 0:
+        out["reason"] = "CPU run (n_gpu_layers_effective=0): no GPU memory bandwidth applies"
+    elif not gpu or not gpu.get("peak_mem_bandwidth_gbps"):
+        out["reason"] = "GPU memory bus width or maximum memory clock unknown (NVML not sampled or not supported)"
+    else:
+        peak = gpu["peak_mem_bandwidth_gbps"]
+        ceiling = peak * 1e9 / weights
+        decode = (rec.aggregates.get("decode_tps") or {}).get("mean")
+        out.update(peak_mem_bandwidth_gbps=peak, decode_tps_ceiling=ceiling,
+                   bandwidth_efficiency=decode / ceiling if decode else None,
+                   reason=None if plan.n_gpu_layers_effective >= plan.n_offloadable_layers
+                   else "partial offload: the ceiling assumes every weight is read from GPU memory")
+    return out
