@@ -75,14 +75,7 @@ def cmd_doctor(args: list[str]) -> int:
     except Exception as e:  # doctor reports, it does not stop at the first problem
         con.print(f"[red]engine unusable[/]: {type(e).__name__}: {e}")
     con.print("  timing path: python (the native timing library is not part of this build)")
-    gpu = provenance.gpu_info()
-    if gpu.get("available"):
-        con.print(f"[bold]NVML[/] driver {gpu.get('driver_version')}  CUDA {gpu.get('cuda_driver_version')}")
-        for g in gpu["gpus"]:
-            con.print(f"  GPU {g['index']}: {g['name']}  {g.get('memory_total_mib') or 0:.0f} MiB  "
-                      f"power limit {g.get('power_limit_w')} W")
-    else:
-        con.print(f"[bold]NVML[/] [yellow]not available[/]: {gpu.get('reason')} (telemetry: host only)")
+    _telemetry_report(con)
     h = provenance.host_info()
     con.print(f"[bold]host[/] {h['cpu_model']}  {h['cpu_cores_physical']} cores / {h['cpu_cores_logical']} "
               f"threads  {h['ram_total_mib']} MiB RAM  {h['os']}  Python {h['python']}")
@@ -94,3 +87,53 @@ def cmd_doctor(args: list[str]) -> int:
     else:
         con.print(f"[bold]default model[/] [red]unavailable[/]: {m['reason']}")
     return 0
+
+
+def telemetry_preview() -> dict:
+    """What telemetry would record here with the default settings: one real reading of the
+    selected GPU (or why there is none) and of the host."""
+    import os
+
+    from .config import TelemetryConfig
+    from .telemetry.session import close, open_sampler
+
+    sampler, info = open_sampler(TelemetryConfig())
+    try:
+        sampler.sample("tick")
+        sample = sampler.samples[-1]
+    finally:
+        close(sampler, info)
+    gpu_fields = {k: sample.get(k) for k in ("gpu_util_pct", "mem_util_pct", "vram_used_mib", "fan_pct", "temp_c",
+                                             "power_w", "energy_mj", "sm_clock_mhz", "mem_clock_mhz", "pstate")}
+    return {"info": info, "status": sampler.status, "gpu": gpu_fields if info.get("gpu") else None,
+            "unsupported": (sampler.gpu.unsupported if sampler.gpu else {}) | (sampler.host.unsupported if sampler.host else {}),
+            "power_source": sampler.gpu.power_source if sampler.gpu else None,
+            "host": {k: sample.get(k) for k in ("proc_cpu_pct", "sys_cpu_pct", "proc_rss_mib", "sys_mem_used_mib",
+                                                "cpu_freq_mhz", "cpu_temp_c")},
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def _telemetry_report(con) -> None:
+    from . import provenance
+
+    gpus = provenance.gpu_info()
+    if gpus.get("available"):
+        con.print(f"[bold]NVML[/] driver {gpus.get('driver_version')}  CUDA {gpus.get('cuda_driver_version')}")
+        for g in gpus["gpus"]:
+            bw = g.get("peak_mem_bandwidth_gbps")
+            con.print(f"  GPU {g['index']}: {g['name']}  {g.get('memory_total_mib') or 0:.0f} MiB  "
+                      f"power limit {g.get('power_limit_w')} W  bus {g.get('memory_bus_width_bits')} bit  "
+                      f"peak bandwidth {f'{bw:.0f} GB/s' if bw else 'unknown'}  {g['uuid']}")
+    else:
+        con.print(f"[bold]NVML[/] [yellow]not available[/]: {gpus.get('reason')}")
+    p = telemetry_preview()
+    if p["gpu"] is not None:
+        g = p["info"]["gpu"]
+        con.print(f"[bold]telemetry[/] samples GPU {g['index']} ({g['name']}) every {p['info']['interval_ms']} ms"
+                  f" (CUDA_VISIBLE_DEVICES={p['cuda_visible_devices']}); power reading: {p['power_source']}")
+        con.print("  now: " + "  ".join(f"{k}={v}" for k, v in p["gpu"].items()))
+    else:
+        con.print(f"[bold]telemetry[/] host only: {p['info']['reason']}")
+    con.print("  host now: " + "  ".join(f"{k}={v if v is None else round(v, 1)}" for k, v in p["host"].items()))
+    for metric, why in sorted(p["unsupported"].items()):
+        con.print(f"  [yellow]{metric}[/]: null in records ({why})")
