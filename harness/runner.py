@@ -246,7 +246,7 @@ def _write_telemetry(job_dir: Path, sampler) -> None:
 
     rows = sampler.rows()
     if rows:
-        t0 = rows[0][0]
+        t0 = sampler.t0_ns
         store.write_csv(job_dir / "telemetry.csv", CSV_COLUMNS, [(r[0] - t0, *r[1:]) for r in rows])
 
 
@@ -261,6 +261,9 @@ def _telemetry_block(sampler, tinfo: dict) -> tuple[dict, list[str]]:
         "status": sampler.status,
         "error": sampler.error,
         "n_samples": len(sampler.samples),
+        "t0_ns": sampler.t0_ns,
+        "windows": [{"name": w.name, "t0_ns": w.t0_ns - sampler.t0_ns, "t1_ns": w.t1_ns - sampler.t0_ns,
+                     "tokens": w.tokens} for w in sampler.windows] if sampler.t0_ns is not None else [],
         "power_source": gpu.power_source if gpu is not None else None,
         "unsupported": (dict(gpu.unsupported) if gpu is not None else {})
         | (sampler.host.unsupported if sampler.host is not None else {}),

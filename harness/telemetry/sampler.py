@@ -127,8 +127,13 @@ class Sampler:
                 return w.name
         return "other"
 
+    @property
+    def t0_ns(self) -> int | None:
+        """Clock value of the first sample: telemetry.csv and the recorded windows count from it."""
+        return min((s["t_ns"] for s in self.samples), default=None)
+
     def rows(self) -> list[tuple]:
-        """telemetry.csv rows (timestamps relative to the first sample)."""
+        """telemetry.csv rows (absolute clock values; the writer makes them relative to t0_ns)."""
         out = []
         for s in sorted(self.samples, key=lambda r: r["t_ns"]):
             vals = [s.get(c) for c in GPU_COLUMNS + HOST_COLUMNS]
