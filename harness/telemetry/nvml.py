@@ -121,6 +121,13 @@ def availability() -> tuple[bool, str | None]:
         shutdown()
 
 
+def device_count() -> int:
+    """GPUs NVML sees (NVML must be initialised)."""
+    import pynvml
+
+    return _call(pynvml.nvmlDeviceGetCount)
+
+
 def select(gpu_index: int | None, cuda_visible_devices: str | None) -> int | str:
     """Which GPU to sample: `telemetry.gpu_index` if set, else the first entry of
     CUDA_VISIBLE_DEVICES (an index or a GPU UUID), so telemetry follows the GPU llama.cpp uses;

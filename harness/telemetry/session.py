@@ -45,6 +45,11 @@ def open_sampler(tc) -> tuple[Sampler, dict]:
             nvml.init()
             device = nvml.Device.open(which)
             info["gpu"] = device.static_info()
+            if (tc.gpu_index is None and isinstance(which, int) and cvd
+                    and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" and nvml.device_count() > 1):
+                # CUDA numbers GPUs fastest first unless told otherwise; NVML numbers them by PCI bus.
+                info["selection_note"] = ("CUDA_VISIBLE_DEVICES names an index and CUDA_DEVICE_ORDER is not "
+                                          "PCI_BUS_ID: CUDA's and NVML's numbering may differ; use a GPU UUID")
         except nvml.NvmlError as e:
             device, reason = None, f"GPU {which!r}: {e}"
             nvml.shutdown()
