@@ -514,17 +514,19 @@ def _telemetry_threads() -> list[threading.Thread]:
 def test_background_thread_samples_and_stops():
     dev = ConstantDevice()
     s = Sampler(10, dev, FakeHost())
-    assert not _telemetry_threads()
+    before = set(_telemetry_threads())  # normally none; another test's leak is not this test's failure
     s.start()
+    thread = s._thread
     try:
-        assert len(_telemetry_threads()) == 1
+        assert thread is not None and thread.name == "harness-telemetry" and thread.is_alive()
         tick = threading.Event()
         deadline = time.monotonic() + 30
         while len([x for x in s.samples if x["kind"] == "tick"]) < 4 and time.monotonic() < deadline:
             tick.wait(0.01)
     finally:
         s.stop()
-    assert not _telemetry_threads()
+    assert not thread.is_alive()
+    assert set(_telemetry_threads()) == before  # stop() joined the thread: none of ours is left
     assert s._thread is None
     ticks = [x for x in s.samples if x["kind"] == "tick"]
     assert len(ticks) >= 3

@@ -1,0 +1,165 @@
+"""The tidy sample table every analysis works on: one row per measured sample (a repetition of
+our runs, one call of an Ollama-style file, one llama-bench test), in our metric names.
+
+Columns are declared once here (name, dtype, meaning); importers fill what their format knows and
+leave the rest missing (NaN / None), never 0. A failed sample has status "failed" and its error:
+it is counted, never averaged in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # "str" | "float" | "int" | "bool"
+    kind: str  # "id" | "group" (hardware/model/engine: never pooled across) | "param" | "metric" | "meta"
+    doc: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    # identity and provenance
+    Column("source_format", "str", "id", "harness | llama-bench-json | llama-bench-jsonl | llama-bench-csv | "
+           "llama-bench-sql | pytest-benchmark | ollama-calls | ollama-config-calls | ollama-summary | ollama-api"),
+    Column("source_file", "str", "id", "file the sample came from (relative to the analysed path)"),
+    Column("run_id", "str", "id", "one configuration point of one invocation (our run_id, or a synthetic id)"),
+    Column("sweep", "str", "id", "sweep name / folder"),
+    Column("job", "str", "id", "job / config name"),
+    Column("rep", "int", "id", "repetition index inside the run (0-based)"),
+    Column("status", "str", "id", "ok | failed"),
+    Column("error", "str", "id", "error text of a failed sample"),
+    Column("started_at", "str", "meta", "ISO time of the run, when known"),
+    # never pooled across these
+    Column("hardware", "str", "group", "CPU model + GPU name(s) (+ host when known), e.g. 'AMD EPYC | NVIDIA H100'"),
+    Column("model", "str", "group", "model name or file name"),
+    Column("model_sha256", "str", "group", "model file hash when known"),
+    Column("engine", "str", "group", "engine and build, e.g. 'llama-cpp-python 0.3.36 cpu'"),
+    # parameters (requested and effective)
+    Column("n_gpu_layers", "str", "param", "requested offload as written (all, -1, 40, 50%)"),
+    Column("n_gpu_layers_effective", "float", "param", "layers actually offloaded (NaN when unknown)"),
+    Column("n_ctx", "float", "param", "context size requested"),
+    Column("n_ctx_effective", "float", "param", "context size the engine allocated"),
+    Column("n_batch", "float", "param", ""),
+    Column("n_ubatch", "float", "param", ""),
+    Column("n_threads", "float", "param", ""),
+    Column("flash_attn", "str", "param", "on | off | auto (requested)"),
+    Column("type_k", "str", "param", ""),
+    Column("type_v", "str", "param", ""),
+    Column("temperature", "float", "param", ""),
+    Column("top_p", "float", "param", ""),
+    Column("top_k", "float", "param", ""),
+    Column("min_p", "float", "param", ""),
+    Column("repeat_penalty", "float", "param", ""),
+    Column("workload", "str", "param", "workload name / prompt label"),
+    Column("n_prompt_tokens", "float", "param", "prompt length in tokens"),
+    Column("max_tokens", "float", "param", "generation budget"),
+    Column("effective_id", "str", "param", "equal ids = the same effective configuration"),
+    # metrics (per sample)
+    Column("load_ms", "float", "metric", "load time of the model this sample used (ms)"),
+    Column("load_reused", "bool", "meta", "True when the run reused a model loaded by an earlier point"),
+    Column("ttft_ms", "float", "metric", "time to first token (ms)"),
+    Column("prompt_eval_ms", "float", "metric", "engine prefill time (ms)"),
+    Column("prefill_tps", "float", "metric", "prompt tokens / prefill s"),
+    Column("decode_ms", "float", "metric", "first to last token (ms)"),
+    Column("decode_tps", "float", "metric", "(generated - 1) / decode s"),
+    Column("e2e_ms", "float", "metric", "request to last token (ms)"),
+    Column("n_gen_tokens", "float", "metric", "tokens generated"),
+    Column("itl_p50_ms", "float", "metric", "median inter-token latency (ms)"),
+    Column("itl_p99_ms", "float", "metric", "p99 inter-token latency (ms)"),
+    Column("energy_per_token_j", "float", "metric", "decode energy per generated token (J), run-level"),
+    Column("vram_used_mib", "float", "metric", "max GPU memory used (MiB), run-level"),
+    Column("gpu_util_pct", "float", "metric", "mean GPU utilisation during decode (%), run-level"),
+    Column("power_w", "float", "metric", "mean GPU power during decode (W), run-level"),
+    Column("bandwidth_efficiency", "float", "metric", "decode tok/s / roofline ceiling, run-level"),
+    Column("throttled", "bool", "meta", "throttle reasons other than idle seen during the run"),
+    Column("fan_reported", "bool", "meta", "False when the GPU did not report fan speed"),
+    Column("gpu_shared", "bool", "meta", "another process used the sampled GPU"),
+)
+
+NAMES = tuple(c.name for c in COLUMNS)
+GROUP_KEYS = tuple(c.name for c in COLUMNS if c.kind == "group")
+PARAMS = tuple(c.name for c in COLUMNS if c.kind == "param")
+METRICS = tuple(c.name for c in COLUMNS if c.kind == "metric")
+BY_NAME = {c.name: c for c in COLUMNS}
+
+
+def empty_row() -> dict:
+    return dict.fromkeys(NAMES)
+
+
+def frame(rows: list[dict]):
+    """A pandas DataFrame with every column, in order, with the declared dtypes."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=list(NAMES))
+    for c in COLUMNS:
+        if c.dtype == "float":
+            df[c.name] = pd.to_numeric(df[c.name], errors="coerce").astype("float64")
+        elif c.dtype == "int":
+            df[c.name] = pd.to_numeric(df[c.name], errors="coerce").astype("Int64")
+        elif c.dtype == "bool":
+            df[c.name] = df[c.name].astype("boolean")
+        else:
+            df[c.name] = df[c.name].astype("string")
+    return df
+
+
+def rows_from_record(rec: dict, source_file: str) -> list[dict]:
+    """Sample rows of one of our run.json records (one per repetition; one failed row when the run
+    failed before measuring anything)."""
+    cfg = rec.get("config") or {}
+    rt, sp, wl = cfg.get("runtime") or {}, cfg.get("sampling") or {}, cfg.get("workload") or {}
+    eff = rec.get("effective") or {}
+    prov = rec.get("provenance") or {}
+    tel = rec.get("telemetry") or {}
+    gpu = tel.get("gpu") or {}
+    decode = (tel.get("phases") or {}).get("decode") or {}
+    host = prov.get("host") or {}
+    engine = prov.get("engine") or {}
+    hardware = " | ".join(x for x in (host.get("cpu_model"), gpu.get("name")) if x) or None
+    unsupported = tel.get("unsupported") or {}
+    base = empty_row() | {
+        "source_format": "harness", "source_file": source_file, "run_id": rec.get("run_id"),
+        "sweep": rec.get("sweep_name"), "job": rec.get("job_name"), "started_at": rec.get("started_at"),
+        "hardware": hardware, "model": (cfg.get("model") or {}).get("name"),
+        "model_sha256": (prov.get("model") or {}).get("sha256"),
+        "engine": " ".join(str(x) for x in ("llama-cpp-python", engine.get("llama_cpp_python"),
+                                               "gpu" if engine.get("gpu_offload_supported") else "cpu",
+                                               rec.get("timing_path")) if x) if engine else None,
+        "n_gpu_layers": None if rt.get("n_gpu_layers") is None else str(rt.get("n_gpu_layers")),
+        "n_gpu_layers_effective": eff.get("n_gpu_layers_effective"), "n_ctx": rt.get("n_ctx"),
+        "n_ctx_effective": eff.get("n_ctx_effective"), "n_batch": rt.get("n_batch"), "n_ubatch": rt.get("n_ubatch"),
+        "n_threads": eff.get("n_threads") or rt.get("n_threads"), "flash_attn": rt.get("flash_attn"),
+        "type_k": rt.get("type_k"), "type_v": rt.get("type_v"), "temperature": sp.get("temperature"),
+        "top_p": sp.get("top_p"), "top_k": sp.get("top_k"), "min_p": sp.get("min_p"),
+        "repeat_penalty": sp.get("repeat_penalty"), "workload": wl.get("name"),
+        "n_prompt_tokens": (rec.get("prompt") or {}).get("n_tokens"), "max_tokens": wl.get("max_tokens"),
+        "effective_id": eff.get("effective_id"),
+        "load_ms": (rec.get("load") or {}).get("load_ms"), "load_reused": (rec.get("load") or {}).get("reused"),
+        "energy_per_token_j": decode.get("energy_per_token_j"),
+        "vram_used_mib": decode.get("vram_used_mib_max"), "gpu_util_pct": decode.get("gpu_util_pct_mean"),
+        "power_w": decode.get("power_w_mean"),
+        "bandwidth_efficiency": (rec.get("roofline") or {}).get("bandwidth_efficiency"),
+        "throttled": bool([r for r in decode.get("throttle_reasons") or () if r != "gpu_idle"]) if tel else None,
+        "fan_reported": ("fan" not in unsupported) if gpu else None,
+        "gpu_shared": bool(tel.get("other_processes")) if gpu else None,
+    }
+    reps = rec.get("repetitions") or []
+    out = []
+    for r in reps:
+        out.append(base | {
+            "rep": r.get("rep"), "status": "ok", "ttft_ms": r.get("ttft_ms"), "prompt_eval_ms": r.get("prompt_eval_ms"),
+            "prefill_tps": r.get("prefill_tps"), "decode_ms": r.get("decode_ms"), "decode_tps": r.get("decode_tps"),
+            "e2e_ms": r.get("e2e_ms"), "n_gen_tokens": r.get("n_gen_tokens"), "itl_p50_ms": r.get("itl_p50_ms"),
+            "itl_p99_ms": r.get("itl_p99_ms"),
+            "n_prompt_tokens": r.get("n_prompt_tokens", base["n_prompt_tokens"]),
+        })
+    if rec.get("status") == "failed":
+        err = (rec.get("error") or {}).get("message")
+        if out:  # measured repetitions of a run that failed later stay data; the failure is one more row
+            out.append(base | {"rep": len(reps), "status": "failed", "error": err})
+        else:
+            out.append(base | {"status": "failed", "error": err})
+    return out
