@@ -74,7 +74,8 @@ class SweepIndex(Callback):
 
         progress.stop()
         d = Path(config.hydra.sweep.dir)
-        LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d, last_invocation=_tally()))
+        LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d, last_invocation=_tally()),
+                    report_auto=bool(config.get("report", {}).get("auto", False)))
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         from . import sweepindex

@@ -14,6 +14,15 @@ commands:
                             harness run -m +sweep=quick
                           put load-changing axes (model, runtime.*) first: the last axis varies
                           fastest and a loaded model is reused while load parameters stay equal
+  analyze PATH...         ingest result folders and foreign benchmark files (llama-bench,
+                          pytest-benchmark, Ollama-style): statistics, effects, best, Pareto
+  report PATH... [--out DIR]
+                          analyze and write report.md, report.html and figures/
+  compare A B [--fail-on METRIC:+-N%]...
+                          match configurations of two result sets: ratios B/A with CIs; exit 1
+                          when a significant regression passes a threshold
+  export PATH --format F [--out FILE]
+                          csv, parquet, pytest-benchmark, llama-bench-json|jsonl|csv|sql
   models                  list configured models: resolved file, size, architecture, layers,
                           trained context, quantisation, or why the model does not resolve
   doctor                  engine version, GPU offload support, NVML, default model status
@@ -38,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cmd == "run":
         return cmd_run(rest)
+    if cmd in ("analyze", "report", "compare", "export"):
+        from . import analysis_cli
+
+        return getattr(analysis_cli, f"cmd_{cmd}")(rest)
     if cmd == "models":
         from .doctor import cmd_models
 
@@ -78,6 +91,14 @@ def cmd_run(args: list[str]) -> int:
     t = runner.TALLY
     if not t:
         return 0  # --help, --cfg and friends: Hydra printed and ran nothing
+    if LAST.get("report_auto") and LAST["sweep_dir"] is not None and t["ok"] + t["skipped"]:
+        from .analysis_cli import write_report
+
+        try:
+            paths = write_report([LAST["sweep_dir"]], LAST["sweep_dir"] / "report")
+            print(f"report: {paths['html']}")
+        except Exception as e:  # the sweep's results stand even if the report cannot be made
+            print(f"report: not written: {type(e).__name__}: {e}", file=sys.stderr)
     print(f"{t['ok']} ok, {t['failed']} failed, {t['skipped']} skipped")
     return 1 if t["failed"] else 0
 

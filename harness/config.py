@@ -306,6 +306,11 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
         host=_bool(t, "telemetry", "host", True),
     )
 
+    rep = cfg.get("report") or {}
+    if not isinstance(rep, Mapping) or set(rep) - {"auto"}:
+        raise ConfigError("report", rep, "must be a mapping with the key auto")
+    _bool(rep, "report", "auto", True)
+
     results_dir = cfg.get("results_dir", "results")
     if not isinstance(results_dir, str) or not results_dir.strip():
         raise ConfigError("results_dir", results_dir, "must be a directory path")

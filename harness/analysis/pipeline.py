@@ -1,0 +1,55 @@
+"""The analysis pipeline: ingest -> tidy table -> configurations, effects, best, Pareto."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class NothingToAnalyse(RuntimeError):
+    """No usable sample was found: no report is made from nothing."""
+
+
+@dataclass
+class Analysis:
+    roots: list[Path]
+    ingest: object  # ingest.IngestResult
+    samples: object  # the tidy sample table (pandas)
+    ok: object  # ok samples only
+    configs: object  # stats.configurations
+    varying: list[str]
+    effects: list[dict]
+    effect_summary: list[dict]
+    best: dict
+    pareto: object
+    timings: dict = field(default_factory=dict)
+
+
+def analyze(paths: list[str | Path], *, max_file_bytes: int = 200 * 2**20) -> Analysis:
+    """Ingest `paths` and compute everything the report and the CLI show. Raises
+    NothingToAnalyse (with the ingestion summary) when no ok sample exists."""
+    from . import best as best_mod
+    from . import effects as effects_mod
+    from . import stats
+    from .ingest import ingest
+
+    t0 = time.perf_counter()
+    result = ingest(list(paths), max_file_bytes=max_file_bytes)
+    t1 = time.perf_counter()
+    df = result.frame
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        err = NothingToAnalyse("no usable benchmark data found")
+        err.ingest = result
+        raise err
+    configs = stats.configurations(df)
+    varying = stats.varying_params(df)
+    comparisons = effects_mod.effects(df)
+    summary = effects_mod.effect_summary(comparisons)
+    best = best_mod.best(configs)
+    front = best_mod.pareto(configs)
+    t2 = time.perf_counter()
+    return Analysis(roots=[Path(p) for p in paths], ingest=result, samples=df, ok=ok, configs=configs,
+                    varying=varying, effects=comparisons, effect_summary=summary, best=best, pareto=front,
+                    timings={"ingest_s": t1 - t0, "analysis_s": t2 - t1})

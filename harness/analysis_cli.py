@@ -1,0 +1,196 @@
+"""`harness analyze | report | compare | export`: thin argument handling around the analysis."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parser(prog: str, desc: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"harness {prog}", description=desc)
+
+
+def _max_bytes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-file-mb", type=float, default=200.0,
+                   help="skip files larger than this (MiB), with a reason (default 200)")
+
+
+def _analyze(paths, max_file_mb):
+    from .analysis.pipeline import NothingToAnalyse, analyze
+
+    try:
+        return analyze(paths, max_file_bytes=int(max_file_mb * 2**20))
+    except NothingToAnalyse as e:
+        _print_ingest(e.ingest)
+        print("error: no usable benchmark data found in " + ", ".join(str(p) for p in paths)
+              + ": no report from nothing", file=sys.stderr)
+        return None
+
+
+def _print_ingest(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(stderr=True)
+    summ = result.summary()
+    t = Table(title="ingestion", title_justify="left")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for k, v in summ.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                if not isinstance(v2, (dict, list)):
+                    t.add_row(f"{k}: {k2}", str(v2))
+        elif not isinstance(v, list):
+            t.add_row(k, str(v))
+    con.print(t)
+    for f in [f for f in result.files if f.reason][:20]:
+        con.print(f"  skipped {f.path}: {f.reason}")
+
+
+def cmd_analyze(args: list[str]) -> int:
+    p = _parser("analyze", "Ingest result folders and benchmark files; write the tidy table and statistics.")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, help="output folder (default: PATH/analysis for one folder)")
+    _max_bytes(p)
+    a = p.parse_args(args)
+    an = _analyze(a.paths, a.max_file_mb)
+    if an is None:
+        return 1
+    out = a.out or (a.paths[0] / "analysis" if a.paths[0].is_dir() else Path("analysis"))
+    write_tables(an, out)
+    _print_ingest(an.ingest)
+    _print_configs(an)
+    print(f"analysis: {out}")
+    return 0
+
+
+def write_tables(an, out: Path) -> None:
+    """runs.csv / runs.parquet (the tidy sample table) and configurations.csv."""
+    import io
+
+    from .store import atomic_write_bytes, atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "runs.csv", an.samples.to_csv(index=False))
+    buf = io.BytesIO()
+    an.samples.to_parquet(buf, index=False)
+    atomic_write_bytes(out / "runs.parquet", buf.getvalue())
+    atomic_write_text(out / "configurations.csv", an.configs.to_csv(index=False))
+
+
+def _print_configs(an) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report.build import _ci, _num, _val
+
+    t = Table(title=f"{len(an.configs)} configurations", title_justify="left")
+    cols = list(an.varying)
+    for c in cols + ["n", "decode tok/s (95% CI)", "TTFT ms (95% CI)", "noisy"]:
+        t.add_column(c, justify="right")
+    for row in an.configs.to_dict("records"):
+        t.add_row(*[_num(_val(row, c)) for c in cols], _num(_val(row, "n_samples")), _ci(row, "decode_tps"),
+                  _ci(row, "ttft_ms"), "yes" if _val(row, "noisy") else "")
+    Console(width=160).print(t)
+
+
+def write_report(paths: list[Path], out: Path, max_file_mb: float = 200.0) -> dict:
+    from .analysis.pipeline import analyze
+    from .report.build import write
+
+    an = analyze(paths, max_file_bytes=int(max_file_mb * 2**20))
+    write_tables(an, out.parent / "analysis" if out.name == "report" else out / "analysis")
+    return write(an, out)
+
+
+def cmd_report(args: list[str]) -> int:
+    p = _parser("report", "Analyse and write report.md, report.html (self-contained) and figures/.")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, help="report folder (default: PATH/report for one folder)")
+    _max_bytes(p)
+    a = p.parse_args(args)
+    an = _analyze(a.paths, a.max_file_mb)
+    if an is None:
+        return 1
+    from .report.build import write
+
+    out = a.out or (a.paths[0] / "report" if a.paths[0].is_dir() else Path("report"))
+    paths = write(an, out)
+    print(f"report: {paths['markdown']}")
+    print(f"report: {paths['html']}")
+    return 0
+
+
+def cmd_compare(args: list[str]) -> int:
+    p = _parser("compare", "Compare result set B against A: ratio B/A per configuration and metric.")
+    p.add_argument("a", type=Path)
+    p.add_argument("b", type=Path)
+    p.add_argument("--fail-on", action="append", default=[], metavar="METRIC:+-N%",
+                   help="exit 1 when a significant change passes this threshold, e.g. decode_tps:-5%% or ttft_ms:+10%%")
+    _max_bytes(p)
+    a = p.parse_args(args)
+    from .analysis.compare import compare, parse_check, regressions
+
+    try:
+        checks = [parse_check(s) for s in a.fail_on]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    an_a, an_b = _analyze([a.a], a.max_file_mb), _analyze([a.b], a.max_file_mb)
+    if an_a is None or an_b is None:
+        return 2
+    result = compare(an_a.samples, an_b.samples)
+    rows = result["comparisons"] if isinstance(result, dict) else result
+    _print_comparisons(rows)
+    failures = regressions(rows, checks)
+    for msg in failures:
+        print(f"REGRESSION: {msg}")
+    if isinstance(result, dict):
+        for side in ("unmatched_a", "unmatched_b"):
+            if result.get(side):
+                print(f"{side}: {len(result[side])} configurations without a match")
+    return 1 if failures else 0
+
+
+def _print_comparisons(rows) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="B / A", title_justify="left")
+    for c in ("configuration", "metric", "A", "B", "B/A (95% CI)", "p", "verdict"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        ci = r.get("ratio_ci95") or (r.get("ratio_ci95_low"), r.get("ratio_ci95_high"))
+        verdict = r.get("direction", "") if r.get("significant") else "not significant"
+        t.add_row(str(r.get("config", r.get("label", "")))[:60], r["metric"], f"{r['mean_a']:.4g}", f"{r['mean_b']:.4g}",
+                  f"{r['ratio']:.3f} ({ci[0]:.3f}-{ci[1]:.3f})" if ci and ci[0] is not None else f"{r['ratio']:.3f}",
+                  f"{r.get('p_value', float('nan')):.3g}", verdict)
+    Console(width=160).print(t)
+
+
+def cmd_export(args: list[str]) -> int:
+    from .export import FORMATS, export
+
+    p = _parser("export", "Export the tidy sample table of PATH in another format.")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", type=Path, help="output file (default: stdout for text formats)")
+    _max_bytes(p)
+    a = p.parse_args(args)
+    an = _analyze(a.paths, a.max_file_mb)
+    if an is None:
+        return 1
+    data = export(an.samples, a.format)
+    if a.out:
+        from .store import atomic_write_bytes
+
+        atomic_write_bytes(a.out, data if isinstance(data, bytes) else data.encode("utf-8"))
+        print(f"export: {a.out}")
+    elif isinstance(data, bytes):
+        print("error: --out is required for binary formats", file=sys.stderr)
+        return 2
+    else:
+        sys.stdout.write(data)
+    return 0

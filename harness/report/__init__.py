@@ -1,0 +1,1 @@
+"""Reports: a document model built from the analysis, rendered to Markdown and self-contained HTML."""

@@ -1,0 +1,326 @@
+"""Build the report Document from an Analysis, draw its figures, write report.md and report.html.
+
+Every number in the text is computed here from the analysis; findings are statements with their
+numbers, recommendations follow from findings by rules, risks from what the data shows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import figures
+from .document import Bullets, Document, Figure, Paragraph, Table
+
+HEADLINE_METRICS = ("decode_tps", "ttft_ms", "prefill_tps", "energy_per_token_j", "vram_used_mib", "itl_p99_ms")
+UNITS = {"decode_tps": "tok/s", "ttft_ms": "ms", "prefill_tps": "tok/s", "energy_per_token_j": "J/token",
+         "vram_used_mib": "MiB", "itl_p99_ms": "ms", "e2e_ms": "ms"}
+HIGHER_IS_BETTER = {"decode_tps", "prefill_tps"}
+
+
+def _num(v, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}f}" if abs(v) >= 1 or v == 0 else f"{v:.3g}"
+    return str(v)
+
+
+def _val(row, key):
+    v = row.get(key) if isinstance(row, dict) else getattr(row, key, None)
+    try:
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    except TypeError:
+        return v
+
+
+def _ci(row, metric: str) -> str:
+    mean, lo, hi = (_val(row, f"{metric}_{s}") for s in ("mean", "ci95_low", "ci95_high"))
+    if mean is None:
+        return "-"
+    if lo is None or hi is None:
+        return _num(mean)
+    return f"{_num(mean)} ({_num(lo)}-{_num(hi)})"
+
+
+def _config_label(row, varying: list[str]) -> str:
+    parts = [f"{p}={_num(_val(row, p))}" for p in varying if _val(row, p) is not None]
+    return ", ".join(parts) or "default configuration"
+
+
+def _present(configs, metric: str) -> bool:
+    col = f"{metric}_mean"
+    return col in configs and configs[col].notna().any()
+
+
+def build(an, out_dir: Path) -> tuple[Document, dict]:
+    """The Document and timing info; figures are written under out_dir/figures."""
+    t0 = time.perf_counter()
+    configs = an.configs
+    varying = [p for p in an.varying if p in configs.columns]
+    metrics = [m for m in HEADLINE_METRICS if _present(configs, m)]
+    n_ok, n_failed = len(an.ok), int((an.samples["status"] == "failed").sum())
+    doc = Document(title="Benchmark report",
+                   subtitle=f"{len(configs)} configurations, {n_ok} samples ({n_failed} failed) from "
+                            f"{', '.join(str(r) for r in an.roots)}; generated "
+                            f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    findings = _findings(an, varying)
+    figs = _figures(an, varying, out_dir)
+
+    # 1. Executive summary: headline numbers straight from the analysis.
+    s = doc.section("Executive summary")
+    for line in _headlines(an, varying):
+        s.add(Paragraph(line, strong=True))
+    s.add(Paragraph(f"{len(configs)} configurations were measured with {n_ok} samples in total"
+                    + (f"; {n_failed} samples failed and are counted, not averaged." if n_failed else ".")))
+    if varying:
+        s.add(Paragraph("Swept parameters: " + ", ".join(varying) + "."))
+
+    # 2. Data ingestion summary.
+    s = doc.section("Data ingestion")
+    summ = an.ingest.summary()
+    s.add(Table(("what", "count"), tuple((k, str(v)) for k, v in _flat_counts(summ))))
+    skipped = [f for f in an.ingest.files if f.reason]
+    if skipped:
+        s.add(Table(("file", "kind", "reason"), tuple((f.path, f.kind, f.reason) for f in skipped[:200]),
+                    caption="Files skipped or rows rejected, with the reason"))
+
+    # 3. Environment.
+    s = doc.section("Environment")
+    env_cols = [c for c in ("hardware", "engine", "model", "model_sha256") if c in an.samples]
+    env = an.samples.groupby(env_cols, dropna=False).size().reset_index(name="samples")
+    s.add(Table(tuple(env_cols) + ("samples",),
+                tuple(tuple(_num(v) if not isinstance(v, str) else (v[:16] if c == "model_sha256" else v)
+                            for c, v in zip(env_cols + ["samples"], row)) for row in env.itertuples(index=False))))
+    if len(env) > 1:
+        s.add(Paragraph("Samples from different hardware, model files or engine builds are analysed separately, "
+                        "never pooled."))
+
+    # 4. Performance analysis.
+    s = doc.section("Performance analysis")
+    shown = [m for m in metrics]
+    headers = ("#",) + tuple(varying) + ("n",) + tuple(f"{m} ({UNITS.get(m, '')}) mean (95% CI)" for m in shown) + ("CV decode",)
+    rows = []
+    for i, row in enumerate(configs.to_dict("records"), 1):
+        rows.append((str(i),) + tuple(_num(_val(row, p)) for p in varying) + (_num(_val(row, "n_samples")),)
+                    + tuple(_ci(row, m) for m in shown)
+                    + (f"{_val(row, 'decode_tps_cv'):.1%}" if _val(row, "decode_tps_cv") is not None else "-",))
+    s.add(Table(headers, tuple(rows), caption="Configurations (only parameters that vary are shown)"))
+    for path, caption in figs:
+        s.add(Figure(path, caption))
+
+    # 5. Key findings.
+    doc.section("Key findings").add(Bullets(tuple(findings["statements"]) or ("No finding: too little data.",)))
+
+    # 6. Recommendations.
+    doc.section("Recommendations").add(Bullets(tuple(_recommendations(an, varying, findings))))
+
+    # 7. Risks and mitigations.
+    doc.section("Risks and mitigations").add(Table(("risk", "evidence", "mitigation"), tuple(_risks(an))))
+
+    # 8. Workflow summary (report time is filled in by write()).
+    s = doc.section("Workflow summary")
+    tim = dict(an.timings, figures_s=time.perf_counter() - t0)
+    s.add(Table(("step", "value"), (
+        ("files analysed", str(summ.get("files_total", len(an.ingest.files)))),
+        ("samples (ok / failed)", f"{n_ok} / {n_failed}"),
+        ("ingest", f"{tim['ingest_s']:.2f} s"),
+        ("analysis", f"{tim['analysis_s']:.2f} s"),
+        ("report (figures + text)", "{report_s}"),
+    )))
+
+    # 9. Glossary.
+    from ..analysis.table import COLUMNS
+
+    doc.section("Metrics glossary").add(Table(("metric", "meaning"), tuple(
+        (c.name, c.doc) for c in COLUMNS if c.kind == "metric" and c.doc)))
+    return doc, tim
+
+
+def _flat_counts(summ: dict) -> list[tuple[str, object]]:
+    out = []
+    for k, v in summ.items():
+        if isinstance(v, dict):
+            out += [(f"{k}: {k2}", v2) for k2, v2 in v.items() if not isinstance(v2, (list, dict))]
+        elif not isinstance(v, list):
+            out.append((k, v))
+    return out
+
+
+def _headlines(an, varying) -> list[str]:
+    out = []
+    for group, objectives in (an.best or {}).items():
+        prefix = f"[{group}] " if len(an.best) > 1 else ""
+        for objective, row in objectives.items():
+            metric = objective.split(" ", 1)[1] if " " in objective else objective
+            clear = "" if _val(row, "clear") in (None, True) else " (not distinguishable from the runner-up)"
+            out.append(f"{prefix}Best {metric.replace('_', ' ')}: {_ci(row, metric)} {UNITS.get(metric, '')} "
+                       f"with {_config_label(row, varying)}{clear}")
+    return out
+
+
+def _findings(an, varying) -> dict:
+    statements, no_effect, significant = [], [], []
+    for e in an.effect_summary:
+        param, metric = e.get("param"), e.get("metric")
+        big = e.get("max_abs_rel_diff", e.get("largest_rel_diff"))
+        if e.get("significant") or e.get("any_significant"):
+            significant.append((param, metric))
+            statements.append(f"{param} changes {metric}: up to {abs(big or 0):.1%} between levels, significant "
+                              f"after Holm correction.")
+        else:
+            no_effect.append((param, metric))
+            statements.append(f"{param} has no measurable effect on {metric} (largest difference "
+                              f"{abs(big or 0):.1%}, not significant after Holm correction).")
+    for c in an.effects:
+        if c.get("load_effect") and c.get("significant"):
+            statements.append(f"The {c['metric']} difference between {c['param']}={c['level_a']} and "
+                              f"{c['level_b']} coincides with a model reload: a load effect, not attributed to "
+                              f"{c['param']}.")
+    merged = []
+    if "requested_n_gpu_layers" in an.configs:
+        for row in an.configs.to_dict("records"):
+            req = _val(row, "requested_n_gpu_layers")
+            if isinstance(req, str) and "," in req:
+                merged.append((req, _val(row, "n_gpu_layers_effective")))
+                statements.append(f"n_gpu_layers {req.replace(',', ', ')} are the same configuration "
+                                  f"({_num(_val(row, 'n_gpu_layers_effective'))} layers offloaded): measured as one.")
+    noisy = an.configs[an.configs["noisy"]] if "noisy" in an.configs else an.configs.iloc[0:0]
+    if len(noisy):
+        statements.append(f"{len(noisy)} of {len(an.configs)} configurations are noisy (CV > 5% or fewer "
+                          f"than 3 samples): their differences need more repetitions to be trusted.")
+    failed = an.samples[an.samples["status"] == "failed"]
+    if len(failed):
+        top = failed["error"].fillna("unknown").value_counts().head(3)
+        statements.append(f"{len(failed)} samples failed; most common: "
+                          + "; ".join(f"{str(k)[:80]} (x{v})" for k, v in top.items()) + ".")
+    return {"statements": statements, "no_effect": no_effect, "significant": significant, "merged": merged,
+            "noisy": len(noisy)}
+
+
+def _recommendations(an, varying, f) -> list[str]:
+    recs = []
+    for group, objectives in (an.best or {}).items():
+        row = objectives.get("max decode_tps")
+        if row is not None:
+            recs.append(f"For throughput use {_config_label(row, varying)} ({_ci(row, 'decode_tps')} tok/s).")
+        ttft = objectives.get("min ttft_ms")
+        if ttft is not None and row is not None and _config_label(ttft, varying) != _config_label(row, varying):
+            recs.append(f"For responsiveness use {_config_label(ttft, varying)} (TTFT {_ci(ttft, 'ttft_ms')} ms); "
+                        f"it is not the throughput optimum, so choose by workload.")
+    for param, metric in f["no_effect"]:
+        if metric == "decode_tps":
+            recs.append(f"Choose {param} for output quality: it does not change decode throughput measurably here.")
+    if f["merged"]:
+        recs.append("Use n_gpu_layers=all (or -1): requests beyond the model's layer count are the same "
+                    "configuration; do not sweep them as separate points.")
+    if f["noisy"]:
+        recs.append("Raise bench.repetitions (5 or more) for the noisy configurations before acting on small "
+                    "differences.")
+    if an.samples["gpu_util_pct"].isna().all():
+        recs.append("Run on a GPU machine with telemetry.nvml=on to add utilisation, power and energy per token.")
+    return recs or ["No recommendation: the data shows no difference worth acting on."]
+
+
+def _risks(an) -> list[tuple[str, str, str]]:
+    s, rows = an.samples, []
+    ok = an.ok
+    if "noisy" in an.configs and an.configs["noisy"].any():
+        worst = an.configs["decode_tps_cv"].max() if "decode_tps_cv" in an.configs else float("nan")
+        rows.append(("Noisy measurements", f"{int(an.configs['noisy'].sum())} configurations with CV > 5% or n < 3 "
+                     f"(worst decode CV {_num(worst * 100 if worst == worst else None)}%)",
+                     "More repetitions; an idle machine; pin threads; compare with CIs, not means"))
+    if ok["throttled"].fillna(False).any():
+        rows.append(("GPU throttling", f"{int(ok['throttled'].fillna(False).sum())} samples ran while the GPU "
+                     "reported throttle reasons", "Check cooling and power limits; compare only unthrottled runs"))
+    if (ok["fan_reported"] == False).any():  # noqa: E712 (nullable boolean)
+        rows.append(("Fan speed not reported", "the GPU answers NotSupported for fan speed (passively cooled)",
+                     "Watch temperature and clocks instead; fan values are null, not 0"))
+    if ok["gpu_shared"].fillna(False).any():
+        rows.append(("GPU shared with another process", "other processes held GPU memory during the run",
+                     "Run exclusively; the numbers may be depressed"))
+    counts = ok.groupby("run_id").size()
+    if len(counts) and counts.min() < 3:
+        rows.append(("Few repetitions", f"{int((counts < 3).sum())} runs with fewer than 3 samples",
+                     "Set bench.repetitions >= 3 (5 for decisions)"))
+    failed = int((s["status"] == "failed").sum())
+    if failed:
+        rows.append(("Failed samples", f"{failed} failed samples (see findings)", "Fix the cause and re-run: "
+                     "failed points are retried on resume"))
+    if (s["source_format"] == "ollama-summary").any():
+        rows.append(("Pre-averaged input", "some files hold means only", "No CIs or tests for those rows"))
+    return rows or [("None detected", "no noise, throttling, sharing or failures in this data", "-")]
+
+
+def _figures(an, varying, out_dir: Path) -> list[tuple[str, str]]:
+    figs: list[tuple[str, str]] = []
+    fig_dir = out_dir / "figures"
+    ok = an.ok
+    for p in varying:
+        for metric in ("decode_tps", "ttft_ms"):
+            path = figures.param_effect(ok, p, metric, fig_dir / f"{metric}_by_{p}.png")
+            if path:
+                figs.append((f"figures/{path.name}", f"{figures.LABELS[metric]} by {p}: mean and 95% CI"))
+    label_cols = varying[:3]
+    for metric in ("ttft_ms", "itl_p99_ms"):
+        path = figures.distribution(ok, metric, label_cols, fig_dir / f"{metric}_distribution.png")
+        if path:
+            figs.append((f"figures/{path.name}", f"{figures.LABELS[metric]} per configuration"))
+    if ok["bandwidth_efficiency"].notna().any():
+        cfg = an.configs
+        path = figures.bars([_config_label(r, varying) for r in cfg.to_dict("records")],
+                            list(cfg.get("bandwidth_efficiency_mean", [])), "bandwidth efficiency",
+                            "Decode tok/s as a share of the memory-bandwidth ceiling", fig_dir / "bandwidth_efficiency.png")
+        if path:
+            figs.append(("figures/bandwidth_efficiency.png", "Bandwidth efficiency (decode tok/s / roofline ceiling)"))
+    figs += _timelines(an, fig_dir)
+    return figs
+
+
+def _timelines(an, fig_dir: Path, limit: int = 4) -> list[tuple[str, str]]:
+    """GPU timelines from our telemetry.csv files (only runs that sampled a GPU)."""
+    import pandas as pd
+
+    out = []
+    ours = an.ok[(an.ok["source_format"] == "harness") & an.ok["gpu_util_pct"].notna()]
+    for i, (src, _) in enumerate(ours.groupby("source_file", sort=True)):
+        if len(out) >= limit:
+            break
+        csv = next((r / src for r in an.roots if (r / src).is_file()), None)
+        csv = csv.parent / "telemetry.csv" if csv is not None else None
+        if csv is None or not csv.is_file() or csv.is_symlink():
+            continue
+        try:
+            samples = pd.read_csv(csv)
+        except (OSError, ValueError):
+            continue
+        path = figures.telemetry_timeline(samples, f"{Path(src).parent.name}", fig_dir / f"timeline_{i}.png")
+        if path:
+            out.append((f"figures/{path.name}", f"GPU utilisation, power and fan by phase: {Path(src).parent.name}"))
+    return out
+
+
+def write(an, out_dir: Path) -> dict:
+    """Write report.md, report.html and figures/ under out_dir. Returns paths and timings."""
+    from . import html, markdown
+    from ..store import atomic_write_text
+
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc, tim = build(an, out_dir)
+    report_s = time.perf_counter() - t0
+    for sec in doc.sections:  # fill in the one number that exists only now
+        for i, b in enumerate(sec.blocks):
+            if isinstance(b, Table) and any("{report_s}" in c for row in b.rows for c in row):
+                sec.blocks[i] = Table(b.headers, tuple(tuple(c.replace("{report_s}", f"{report_s:.2f} s") for c in row)
+                                                        for row in b.rows), b.caption)
+    md = markdown.render(doc)
+    page = html.render(doc, out_dir)
+    atomic_write_text(out_dir / "report.md", md)
+    atomic_write_text(out_dir / "report.html", page)
+    return {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "figures": out_dir / "figures",
+            "timings": tim | {"report_s": report_s}}

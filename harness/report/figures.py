@@ -1,0 +1,127 @@
+"""Report figures (matplotlib, Agg). Each function draws one PNG from data and returns its path."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+PHASE_COLORS = {"load": "#8e8e93", "warmup": "#ffcc00", "prefill": "#ff9500", "decode": "#34c759",
+                "idle": "#d1d1d6", "other": "#f2f2f7"}
+LABELS = {"decode_tps": "decode tok/s", "ttft_ms": "TTFT (ms)", "prefill_tps": "prefill tok/s",
+          "itl_p50_ms": "ITL p50 (ms)", "itl_p99_ms": "ITL p99 (ms)", "energy_per_token_j": "energy per token (J)",
+          "bandwidth_efficiency": "bandwidth efficiency"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def _ci(values: np.ndarray) -> tuple[float, float]:
+    from scipy import stats
+
+    v = values[~np.isnan(values)]
+    if v.size < 2:
+        return float(v.mean()) if v.size else math.nan, 0.0
+    return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+
+
+def _order(levels):
+    try:
+        return sorted(levels, key=lambda x: float(x))
+    except (TypeError, ValueError):
+        return sorted(levels, key=str)
+
+
+def param_effect(ok, param: str, metric: str, path: Path) -> Path | None:
+    """Mean of `metric` at each level of `param` with 95% CI bars (all other parameters pooled
+    within the level: the marginal mean), one line per hardware group."""
+    data = ok[[param, metric, "hardware"]].dropna(subset=[param, metric])
+    if data.empty or data[param].nunique() < 2:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for hw, part in data.groupby(data["hardware"].fillna("unknown hardware"), sort=True):
+        levels = _order(part[param].unique())
+        means, errs = zip(*(_ci(part.loc[part[param] == lv, metric].to_numpy(dtype=float)) for lv in levels))
+        x = np.arange(len(levels))
+        ax.errorbar(x, means, yerr=errs, marker="o", capsize=4, label=str(hw)[:60])
+        ax.set_xticks(x, [str(lv) for lv in levels])
+    ax.set_xlabel(param)
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_title(f"{LABELS.get(metric, metric)} by {param} (mean, 95% CI)")
+    ax.grid(alpha=0.3)
+    if data["hardware"].nunique() > 1:
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def distribution(ok, metric: str, label_cols: list[str], path: Path, max_groups: int = 24) -> Path | None:
+    """Box plot of per-sample `metric` for each configuration."""
+    data = ok.dropna(subset=[metric])
+    if data.empty:
+        return None
+    keys = label_cols or ["run_id"]
+    groups = list(data.groupby(keys, dropna=False, sort=True))[:max_groups]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * len(groups) + 2), 3.8))
+    ax.boxplot([g[metric].to_numpy(dtype=float) for _, g in groups], showmeans=True)
+    names = [",".join(str(v) for v in (k if isinstance(k, tuple) else (k,))) for k, _ in groups]
+    ax.set_xticks(range(1, len(groups) + 1), names, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_title(f"{LABELS.get(metric, metric)} per configuration ({' / '.join(keys)})")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def telemetry_timeline(samples, title: str, path: Path) -> Path | None:
+    """GPU utilisation, power and fan speed over time, background shaded by phase."""
+    cols = [c for c in ("gpu_util_pct", "power_w", "fan_pct") if c in samples and samples[c].notna().any()]
+    if not cols:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(cols), 1, figsize=(7.5, 1.9 * len(cols) + 0.6), sharex=True, squeeze=False)
+    t = samples["t_ns"].to_numpy(dtype=float) / 1e9
+    phases = samples["phase"].astype(str).to_numpy()
+    for ax, col in zip(axes[:, 0], cols):
+        start = 0
+        for i in range(1, len(t) + 1):
+            if i == len(t) or phases[i] != phases[start]:
+                ax.axvspan(t[start], t[min(i, len(t) - 1)], color=PHASE_COLORS.get(phases[start], "#eee"), alpha=0.35, lw=0)
+                start = i
+        ax.plot(t, samples[col].to_numpy(dtype=float), lw=1.2, color="#1f4e79")
+        ax.set_ylabel({"gpu_util_pct": "GPU util %", "power_w": "power W", "fan_pct": "fan %"}[col])
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("time (s)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.35) for c in PHASE_COLORS.values()]
+    axes[0, 0].legend(handles, list(PHASE_COLORS), fontsize=7, ncol=6, loc="upper right")
+    axes[0, 0].set_title(title[:100])
+    return _save(fig, path)
+
+
+def bars(labels: list[str], values: list[float], ylabel: str, title: str, path: Path) -> Path | None:
+    pairs = [(lab, v) for lab, v in zip(labels, values) if v is not None and not math.isnan(v)]
+    if not pairs:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * len(pairs) + 2), 3.6))
+    ax.bar(range(len(pairs)), [v for _, v in pairs], color="#1f4e79")
+    ax.set_xticks(range(len(pairs)), [lab for lab, _ in pairs], rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

@@ -1,0 +1,30 @@
+"""Markdown rendering of a report Document (pure)."""
+
+from __future__ import annotations
+
+from .document import Bullets, Document, Figure, Paragraph, Table
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render(doc: Document) -> str:
+    out = [f"# {doc.title}", "", doc.subtitle, ""]
+    for i, sec in enumerate(doc.sections, 1):
+        out += [f"## {i}. {sec.title}", ""]
+        for b in sec.blocks:
+            if isinstance(b, Paragraph):
+                out += [f"**{b.text}**" if b.strong else b.text, ""]
+            elif isinstance(b, Bullets):
+                out += [f"- {item}" for item in b.items] + [""]
+            elif isinstance(b, Table):
+                if b.caption:
+                    out += [f"*{b.caption}*", ""]
+                out.append("| " + " | ".join(_cell(h) for h in b.headers) + " |")
+                out.append("|" + "|".join("---" for _ in b.headers) + "|")
+                out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in b.rows]
+                out.append("")
+            elif isinstance(b, Figure):
+                out += [f"![{_cell(b.caption)}]({b.path})", "", f"*{b.caption}*", ""]
+    return "\n".join(out).rstrip() + "\n"
