@@ -57,9 +57,12 @@ class Sampler:
 
     # --- sampling -------------------------------------------------------------------------------
     def sample(self, kind: str = "mark") -> int:
-        """Take one reading now; returns its timestamp. A lost GPU stops GPU sampling for good."""
+        """Take one reading now; returns its timestamp. A lost GPU stops GPU sampling for good.
+        With nothing to read (NVML off and host readings off) only the time is taken."""
         with self._lock:
             t = self.clock()
+            if self.gpu is None and self.host is None:
+                return t
             row: dict = {"t_ns": t, "kind": kind}
             if self.device is not None:
                 try:
@@ -83,6 +86,8 @@ class Sampler:
             self.sample("tick")
 
     def start(self) -> "Sampler":
+        if self.gpu is None and self.host is None:
+            return self  # nothing to sample: no thread
         self.sample("tick")
         self._thread = threading.Thread(target=self._loop, name="harness-telemetry", daemon=True)
         self._thread.start()
@@ -145,8 +150,15 @@ class Sampler:
         readings (power drawn) in which the counter did not move. None when it always moved."""
         pts = [(s["t_ns"], s.get("energy_mj"), s.get("power_w")) for s in sorted(self.samples, key=lambda r: r["t_ns"])]
         pts = [p for p in pts if p[1] is not None]
-        stale = [(b[0] - a[0]) / 1e6 for a, b in zip(pts, pts[1:]) if b[1] == a[1] and (a[2] or 0) > 0]
-        return max(stale) if stale else None
+        longest, start = None, 0
+        for i in range(1, len(pts) + 1):
+            # A run of readings showing one counter value: it stood still at least this long.
+            if i == len(pts) or pts[i][1] != pts[start][1]:
+                if i - start > 1 and any((p[2] or 0) > 0 for p in pts[start:i - 1]):
+                    span = (pts[i - 1][0] - pts[start][0]) / 1e6
+                    longest = span if longest is None else max(longest, span)
+                start = i
+        return longest
 
     def energy_j(self, t0: int, t1: int) -> tuple[float | None, str]:
         """Energy between two instants and how it was obtained: counter, counter_interpolated,
