@@ -2,12 +2,24 @@
 keeps noise from being reported as findings.
 
 For a parameter p and a metric m, inside one group (hardware, model, model hash, engine; groups
-are never pooled): the marginal mean of m at each level of p (over all ok samples at that level),
-then a test between each pair of adjacent levels (sorted; numbers numerically). Welch's t-test,
-or a permutation test of the difference of means (fixed seed; exact when the splits are few) when
-a side has fewer than 3 values or no variance. Holm-Bonferroni over every comparison of the call.
-A comparison is significant when p_holm < alpha AND the relative difference is at least
-`min_effect` (a 0.3% difference is not a finding, however many samples show it).
+are never pooled): the marginal mean of m at each level of p (over all ok samples at that level,
+with its 95% t-interval), then a test between each pair of adjacent levels (sorted; numbers
+numerically), Holm-Bonferroni over every comparison of the call. A comparison is significant when
+p_holm < alpha AND |rel_diff| >= `min_effect` (a 0.3% difference is not a finding, however many
+samples show it).
+
+The test between two levels:
+- balanced design (the other varying parameters are mixed in the same proportions at both levels,
+  as in a full Hydra sweep): Welch's t-test on the samples of the two levels, or a permutation test
+  of the difference of means (fixed seed; exact when the splits are few) when a side has fewer
+  than 3 values or no variance;
+- unbalanced design (a partial or merged sweep, failed runs): marginal means would mix the effect
+  of p with that of the other parameters (a 4% "effect" of top_p on TTFT that is really n_ctx), so
+  the difference and the test are taken *within* the combinations of the other parameters present
+  at both levels ("stratified": the inverse-variance weighted mean of the per-combination
+  differences, t-test with the pooled within-cell variance; a paired t-test over the combinations
+  when no cell has replicates). When the levels share no combination at all, the marginal test is
+  kept and the note says the comparison may be confounded.
 
 Two things are never attributed to the parameter:
 - a difference between two levels that are the same effective configuration (n_gpu_layers 40 and
@@ -26,8 +38,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from . import table
-from .stats import (RUN_LEVEL_METRICS, config_keys, group_label, natural_key, ok_mask, run_keys,
-                    varying_params)
+from .stats import (EFFECTIVE_OF, RUN_LEVEL_METRICS, config_keys, group_label, natural_key, ok_mask,
+                    run_keys, varying_params)
 
 DEFAULT_METRICS = ("decode_tps", "ttft_ms", "prefill_tps", "energy_per_token_j", "vram_used_mib")
 #: Parameters whose change means a different loaded model (llama-bench's "needs a reload").
@@ -38,7 +50,9 @@ SEED = 20240601
 MIN_N_WELCH = 3
 # Effective parameters first: when requested and effective split the samples identically, the
 # effective one is tested and the requested one is listed as its alias.
-_PREFERRED_FIRST = ("n_gpu_layers_effective", "n_ctx_effective")
+_PREFERRED_FIRST = tuple(EFFECTIVE_OF.values())
+# A requested parameter and its effective value are one parameter for stratification.
+_LINKED = {**{k: v for k, v in EFFECTIVE_OF.items()}, **{v: k for k, v in EFFECTIVE_OF.items()}}
 
 
 def effects(df: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
@@ -49,22 +63,26 @@ def effects(df: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
       group (str label), group_keys (dict hardware/model/model_sha256/engine), param,
       aliases (list of other params that split the samples identically; not tested again),
       metric, unit ("sample", or "run" for run-level metrics: one value per run),
-      level_a, level_b (level_a sorts before level_b), n_a, n_b, mean_a, mean_b,
-      ci_a, ci_b ((low, high) 95% t-interval of the mean, (None, None) for n < 2),
-      diff = mean_b - mean_a, rel_diff = diff / mean_a (NaN when mean_a is 0),
-      test ("welch" | "permutation"), p_value, p_holm (Holm over all comparisons of this call),
+      level_a, level_b (level_a sorts before level_b), n_a, n_b, mean_a, mean_b (marginal means),
+      ci_a, ci_b ((low, high) 95% t-interval of the marginal mean, (None, None) for n < 2),
+      diff, rel_diff (B - A and (B - A) / A: of the marginal means, or stratum-adjusted when
+        `adjusted`; rel_diff NaN when the base is 0),
+      adjusted (bool: diff/rel_diff/p come from the stratified comparison),
+      test ("welch" | "permutation" | "stratified" | "none" when nothing could be tested),
+      p_value (NaN for "none"), p_holm (Holm over all tested comparisons of this call),
       significant (p_holm < alpha and |rel_diff| >= min_effect and not same_effective),
       same_effective (the two levels are the same effective configurations),
-      load_effect (bool), note ("; "-joined plain-words reasons, always ending with
-      "significant" or "not significant").
+      load_effect (bool), confounded (bool: unbalanced and no shared combination of the other
+        parameters), note ("; "-joined plain-words reasons, ending "significant" or
+        "not significant").
     """
     df = df.reset_index(drop=True)
     ok = ok_mask(df)
     cfg = config_keys(df)
     d = df.loc[ok].copy()
-    d["_cfg"] = cfg[ok]
+    d["_cfg"] = pd.factorize(cfg[ok])[0]
     d["_loaded"] = (d["load_reused"] == False).fillna(False).astype(bool)  # noqa: E712 (nullable)
-    d["_lknown"] = d["load_reused"].notna()
+    d["_lknown"] = d["load_reused"].notna().astype(bool)
     metrics = [m for m in dict.fromkeys(metrics) if m in d.columns and d[m].notna().any()]
     gk = list(table.GROUP_KEYS)
     comps: list[dict] = []
@@ -76,14 +94,19 @@ def effects(df: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
         params = _params_to_test(sub)
         if not params:
             continue
-        runs = _per_run(sub, [m for m in metrics if m in RUN_LEVEL_METRICS], [p for p, _ in params])
+        names = [p for p, _ in params]
+        frames = {"sample": sub}
+        if any(m in RUN_LEVEL_METRICS for m in metrics):
+            frames["run"] = _per_run(sub, [m for m in metrics if m in RUN_LEVEL_METRICS], names)
         for p, aliases in params:
+            others = [q for q in names if q != p and q != _LINKED.get(p)]
+            load_param = any(x in LOAD_PARAMS for x in [p, *aliases])
+            prepared = {u: _Levels(f, p, others) for u, f in frames.items()}
             for m in metrics:
-                f = runs if m in RUN_LEVEL_METRICS else sub
-                load_param = any(x in LOAD_PARAMS for x in [p, *aliases])
-                for c in _compare_levels(f, p, m, load_param, seed):
+                unit = "run" if m in RUN_LEVEL_METRICS else "sample"
+                for c in prepared[unit].compare(frames[unit][m], load_param, seed):
                     comps.append({"group": label, "group_keys": gkeys, "param": p, "aliases": aliases,
-                                  "metric": m, "unit": "run" if m in RUN_LEVEL_METRICS else "sample", **c})
+                                  "metric": m, "unit": unit, **c})
     _finish(comps, alpha, min_effect)
     return comps
 
@@ -106,10 +129,12 @@ def effect_summary(comparisons: list[dict]) -> list[dict]:
       group, param, metric, n_comparisons, n_significant, any_significant,
       largest_rel_diff (signed rel_diff of largest magnitude among comparisons of different
         effective configurations; NaN when none), largest_between ((level_a, level_b) of it),
-      load_effect (any comparison flagged), same_effective_only (every comparison was between
-        equal effective configurations),
+      load_effect (any comparison flagged), confounded (any comparison flagged),
+      same_effective_only (every comparison was between equal effective configurations),
       verdict: "no measurable effect" | "measurable effect" | "effect coincides with a model
         reload" (every significant comparison is load-flagged) | "same effective configuration".
+    Per group (hardware, model, engine) rather than pooled: an effect on one machine is not one on
+    another.
     """
     out: dict[tuple, dict] = {}
     for c in comparisons:
@@ -117,10 +142,11 @@ def effect_summary(comparisons: list[dict]) -> list[dict]:
         s = out.setdefault(key, {"group": c["group"], "param": c["param"], "metric": c["metric"],
                                  "n_comparisons": 0, "n_significant": 0, "any_significant": False,
                                  "largest_rel_diff": math.nan, "largest_between": None,
-                                 "load_effect": False, "same_effective_only": True,
+                                 "load_effect": False, "confounded": False, "same_effective_only": True,
                                  "_sig_clean": False})
         s["n_comparisons"] += 1
         s["load_effect"] |= bool(c["load_effect"])
+        s["confounded"] |= bool(c.get("confounded"))
         if c["significant"]:
             s["n_significant"] += 1
             s["any_significant"] = True
@@ -141,6 +167,16 @@ def effect_summary(comparisons: list[dict]) -> list[dict]:
             s["verdict"] = "measurable effect" if clean else "effect coincides with a model reload"
         result.append(s)
     return result
+
+
+def constant_permutation_p(n_a: int, n_b: int, equal: bool) -> float:
+    """Exact two-sided permutation p-value of the difference of means when each side is constant:
+    1 when the two constants are equal; else only the observed split (and its mirror image when
+    n_a == n_b) is as extreme, out of C(n_a + n_b, n_a) splits."""
+    if equal:
+        return 1.0
+    extreme = 2 if n_a == n_b else 1
+    return min(1.0, extreme / math.comb(n_a + n_b, n_a))
 
 
 # --- internals ----------------------------------------------------------------------------------
@@ -164,11 +200,9 @@ def _params_to_test(sub: pd.DataFrame) -> list[tuple[str, list[str]]]:
     return [(p, aliases) for p, aliases, _, _ in kept]
 
 
-def _per_run(sub: pd.DataFrame, run_metrics: list[str], params: list[str]) -> pd.DataFrame | None:
-    """One row per run for run-level metrics: params and config key of the run, metric means, and
+def _per_run(sub: pd.DataFrame, run_metrics: list[str], params: list[str]) -> pd.DataFrame:
+    """One row per run for run-level metrics: the run's params and config key, metric means, and
     whether the run loaded its model."""
-    if not run_metrics:
-        return None
     rk = run_keys(sub)
     g = sub.groupby(rk, sort=False)
     out = g[params + ["_cfg"]].first()
@@ -178,10 +212,6 @@ def _per_run(sub: pd.DataFrame, run_metrics: list[str], params: list[str]) -> pd
     return out.reset_index(drop=True)
 
 
-def _level_value(v):
-    return v.item() if hasattr(v, "item") else v
-
-
 def _ci(n: int, mean: float, std: float) -> tuple:
     if n < 2 or not math.isfinite(std):
         return (None, None)
@@ -189,40 +219,99 @@ def _ci(n: int, mean: float, std: float) -> tuple:
     return (mean - half, mean + half)
 
 
-def _compare_levels(f: pd.DataFrame, p: str, m: str, load_param: bool, seed: int) -> list[dict]:
-    vals = f[m].to_numpy(dtype=float, na_value=np.nan)
-    vals = np.where(np.isfinite(vals), vals, np.nan)
-    mask = ~np.isnan(vals) & f[p].notna().to_numpy()
-    if mask.sum() < 2:
-        return []
-    sel = f.loc[mask, [p, "_cfg", "_loaded", "_lknown"]]
-    v = vals[mask]
-    idx = sel.groupby(sel[p].astype(object), sort=False).indices
-    if len(idx) < 2:
-        return []
-    cfgs, loaded, known = sel["_cfg"].to_numpy(), sel["_loaded"].to_numpy(), sel["_lknown"].to_numpy()
-    levels = []
-    for lv in sorted(idx, key=natural_key):
-        i = idx[lv]
-        x = v[i]
-        mean = float(x.mean())
-        std = float(x.std(ddof=1)) if x.size >= 2 else math.nan
-        levels.append({"level": _level_value(lv), "x": x, "n": int(x.size), "mean": mean, "std": std,
-                       "ci": _ci(x.size, mean, std), "cfgs": frozenset(cfgs[i]),
-                       "loaded": bool(loaded[i].any()), "known": bool(known[i].any())})
-    out = []
-    for a, b in zip(levels, levels[1:]):
-        same_eff = a["cfgs"] == b["cfgs"]
-        reload = (a["known"] and b["known"] and a["loaded"] != b["loaded"]) or \
-                 (load_param and not same_eff)
-        test, p_value, why = _test(a["x"], b["x"], seed)
-        diff = b["mean"] - a["mean"]
-        out.append({"level_a": a["level"], "level_b": b["level"], "n_a": a["n"], "n_b": b["n"],
-                    "mean_a": a["mean"], "mean_b": b["mean"], "ci_a": a["ci"], "ci_b": b["ci"],
-                    "diff": diff, "rel_diff": diff / a["mean"] if a["mean"] else math.nan,
-                    "test": test, "p_value": p_value, "p_holm": math.nan, "significant": False,
-                    "same_effective": same_eff, "load_effect": bool(reload), "_why": why})
-    return out
+class _Levels:
+    """The levels of one parameter in one frame, and the strata (combinations of the other
+    varying parameters) of its rows; reused for every metric."""
+
+    def __init__(self, f: pd.DataFrame, p: str, others: list[str]):
+        col = f[p].astype(object)
+        present = col.notna().to_numpy()
+        self.values = sorted(pd.unique(col[present]), key=natural_key)
+        index = {v: i for i, v in enumerate(self.values)}
+        self.level = np.where(present, col.map(index).fillna(-1).to_numpy(dtype=float), -1).astype(np.int64)
+        self.stratum = (f.groupby(others, dropna=False, sort=False).ngroup().to_numpy(dtype=np.int64)
+                        if others else np.zeros(len(f), dtype=np.int64))
+        self.cfg = f["_cfg"].to_numpy(dtype=np.int64)
+        self.loaded = f["_loaded"].to_numpy(dtype=bool)
+        self.known = f["_lknown"].to_numpy(dtype=bool)
+
+    def compare(self, metric: pd.Series, load_param: bool, seed: int) -> list[dict]:
+        v = metric.to_numpy(dtype=float, na_value=np.nan)
+        use = np.isfinite(v) & (self.level >= 0)
+        lv, v, st = self.level[use], v[use], self.stratum[use]
+        L = len(self.values)
+        if L < 2 or v.size < 2:
+            return []
+        n = np.bincount(lv, minlength=L)
+        if np.count_nonzero(n) < 2:
+            return []
+        order = np.argsort(lv, kind="stable")
+        xs = np.split(v[order], np.cumsum(n)[:-1])
+        cfg, loaded, known = self.cfg[use], self.loaded[use], self.known[use]
+        # strata x levels cells
+        _, st = np.unique(st, return_inverse=True)
+        S = int(st.max()) + 1
+        cell = st * L + lv
+        cn = np.bincount(cell, minlength=S * L).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cm = np.bincount(cell, weights=v, minlength=S * L) / cn
+        sse = np.bincount(cell, weights=(v - np.nan_to_num(cm)[cell]) ** 2, minlength=S * L)
+        cn, cm, sse = cn.reshape(S, L), cm.reshape(S, L), sse.reshape(S, L)
+        cfgsets = [frozenset(np.unique(cfg[lv == i]).tolist()) for i in range(L)]
+        levels = [i for i in range(L) if n[i] > 0]
+        out = []
+        for a, b in zip(levels, levels[1:]):
+            xa, xb = xs[a], xs[b]
+            ma, mb = float(xa.mean()), float(xb.mean())
+            sa = float(xa.std(ddof=1)) if xa.size >= 2 else math.nan
+            sb = float(xb.std(ddof=1)) if xb.size >= 2 else math.nan
+            same_eff = cfgsets[a] == cfgsets[b]
+            la, lb = lv == a, lv == b
+            reload = (bool(known[la].any()) and bool(known[lb].any())
+                      and bool(loaded[la].any()) != bool(loaded[lb].any())) or (load_param and not same_eff)
+            na_s, nb_s = cn[:, a], cn[:, b]
+            balanced = bool(np.all(na_s * xb.size == nb_s * xa.size))
+            shared = (na_s > 0) & (nb_s > 0)
+            confounded, adjusted = False, False
+            diff, base = mb - ma, ma
+            if balanced:
+                test, p, why = _test(xa, xb, seed)
+            elif not shared.any():
+                test, p, why = _test(xa, xb, seed)
+                confounded = True
+            else:
+                adjusted = True
+                diff, base, test, p, why = _stratified(na_s[shared], nb_s[shared], cm[shared, a],
+                                                       cm[shared, b], sse[shared, a] + sse[shared, b])
+            out.append({"level_a": _plain(self.values[a]), "level_b": _plain(self.values[b]),
+                        "n_a": int(xa.size), "n_b": int(xb.size), "mean_a": ma, "mean_b": mb,
+                        "ci_a": _ci(xa.size, ma, sa), "ci_b": _ci(xb.size, mb, sb),
+                        "diff": float(diff), "rel_diff": float(diff / base) if base else math.nan,
+                        "adjusted": adjusted, "test": test, "p_value": p, "p_holm": math.nan,
+                        "significant": False, "same_effective": same_eff, "load_effect": bool(reload),
+                        "confounded": confounded, "_why": why})
+        return out
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _stratified(na, nb, ma, mb, sse) -> tuple[float, float, str, float, str]:
+    """(diff, base, test, p, why) of level b vs a within matched strata."""
+    w = na * nb / (na + nb)
+    diff = float(np.sum(w * (mb - ma)) / w.sum())
+    base = float(np.sum(w * ma) / w.sum())
+    df = float(np.sum(na + nb) - 2 * na.size)
+    why = "unbalanced design: tested within matching combinations of the other parameters"
+    total = float(sse.sum())
+    if df >= 1 and total > 0:
+        se = math.sqrt(total / df / w.sum())
+        return diff, base, "stratified", float(2 * sps.t.sf(abs(diff) / se, df)), why
+    d = mb - ma
+    if d.size >= 3 and np.ptp(d) > 0:
+        return diff, base, "stratified", float(sps.ttest_1samp(d, 0.0).pvalue), why + " (paired over them)"
+    return diff, base, "none", math.nan, why + "; too few replicates to test"
 
 
 def _mean_diff(x, y, axis=-1):
@@ -234,25 +323,16 @@ def _test(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[str, float, str]:
     small = a.size < MIN_N_WELCH or b.size < MIN_N_WELCH
     flat = (a.size >= 2 and np.ptp(a) == 0) or (b.size >= 2 and np.ptp(b) == 0)
     if not small and not flat:
-        return "welch", float(sps.ttest_ind(a, b, equal_var=False).pvalue), ""
-    why = f"n < {MIN_N_WELCH}" if small else "zero variance"
+        r = sps.ttest_ind_from_stats(a.mean(), a.std(ddof=1), a.size, b.mean(), b.std(ddof=1), b.size,
+                                     equal_var=False)
+        return "welch", float(r.pvalue), ""
+    why = f"permutation test (n < {MIN_N_WELCH})" if small else "permutation test (zero variance)"
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return "permutation", constant_permutation_p(a.size, b.size, bool(a[0] == b[0])), why
-    n = a.size + b.size
     res = sps.permutation_test((a, b), _mean_diff, vectorized=True, n_resamples=PERMUTATION_RESAMPLES,
                                permutation_type="independent", alternative="two-sided",
-                               rng=np.random.default_rng(seed), batch=max(1, 2_000_000 // n))
+                               rng=np.random.default_rng(seed), batch=max(1, 2_000_000 // (a.size + b.size)))
     return "permutation", float(min(1.0, res.pvalue)), why
-
-
-def constant_permutation_p(n_a: int, n_b: int, equal: bool) -> float:
-    """Exact two-sided permutation p-value of the difference of means when each side is constant:
-    1 when the two constants are equal; else only the observed split (and its mirror image when
-    n_a == n_b) is as extreme, out of C(n_a + n_b, n_a) splits."""
-    if equal:
-        return 1.0
-    extreme = 2 if n_a == n_b else 1
-    return min(1.0, extreme / math.comb(n_a + n_b, n_a))
 
 
 def _finish(comps: list[dict], alpha: float, min_effect: float) -> None:
@@ -264,13 +344,15 @@ def _finish(comps: list[dict], alpha: float, min_effect: float) -> None:
             notes.append("same effective configuration")
         if c["load_effect"]:
             notes.append("coincides with a model reload")
-        if c["test"] == "permutation":
-            notes.append(f"permutation test ({c['_why']})")
+        if c["confounded"]:
+            notes.append("levels share no combination of the other parameters: may be confounded")
+        if c["_why"]:
+            notes.append(c["_why"])
         below = math.isfinite(c["rel_diff"]) and abs(c["rel_diff"]) < min_effect
-        passes = bool(ph < alpha) and not below
         if ph < alpha and below and not c["same_effective"]:
             notes.append(f"below the minimum effect size ({min_effect:.0%})")
-        c["significant"] = passes and not c["same_effective"] and math.isfinite(c["rel_diff"])
+        c["significant"] = bool(ph < alpha) and not below and not c["same_effective"] \
+            and math.isfinite(c["rel_diff"])
         notes.append("significant" if c["significant"] else "not significant")
         c["note"] = "; ".join(notes)
         del c["_why"]

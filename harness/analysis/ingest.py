@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import re
 import stat
 from collections import Counter
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..record import SCHEMA_VERSION
 from . import table
 
 MAX_FILE_BYTES = 200 * 2**20
@@ -193,30 +193,27 @@ def _walk(root: str):
         subdirs = []
         for e in entries:
             rel = f"{drel}/{e.name}" if drel else e.name
+            # Decided from the entry's type and name first: no stat for what is not read.
             try:
-                est = e.stat(follow_symlinks=False)
+                if e.is_symlink():
+                    yield e.path, rel, None, "symlink not followed"
+                elif e.name in DERIVED_FILES or e.name in DERIVED_DIRS:
+                    yield e.path, rel, None, "derived harness file"
+                elif e.name.startswith(TMP_PREFIX):
+                    yield e.path, rel, None, "temporary file of an interrupted write"
+                elif e.is_dir(follow_symlinks=False):
+                    est = e.stat(follow_symlinks=False)
+                    if (est.st_dev, est.st_ino) in visited:
+                        yield e.path, rel, est, "directory already visited"
+                    else:
+                        visited.add((est.st_dev, est.st_ino))
+                        subdirs.append((e.path, rel))
+                elif e.is_file(follow_symlinks=False):
+                    yield e.path, rel, e.stat(follow_symlinks=False), None
+                else:
+                    yield e.path, rel, None, "not a regular file"
             except OSError as err:
                 yield e.path, rel, None, _os_reason(err)
-                continue
-            mode = est.st_mode
-            if stat.S_ISLNK(mode):
-                yield e.path, rel, est, "symlink not followed"
-            elif stat.S_ISDIR(mode):
-                if e.name in DERIVED_DIRS:
-                    yield e.path, rel, est, "derived harness file"
-                elif (est.st_dev, est.st_ino) in visited:
-                    yield e.path, rel, est, "directory already visited"
-                else:
-                    visited.add((est.st_dev, est.st_ino))
-                    subdirs.append((e.path, rel))
-            elif not stat.S_ISREG(mode):
-                yield e.path, rel, est, "not a regular file"
-            elif e.name.startswith(TMP_PREFIX):
-                yield e.path, rel, est, "temporary file of an interrupted write"
-            elif e.name in DERIVED_FILES:
-                yield e.path, rel, est, "derived harness file"
-            else:
-                yield e.path, rel, est, None
         stack.extend(reversed(subdirs))
 
 
@@ -240,15 +237,24 @@ def _read_bytes(path: str, limit: int) -> bytes:
         if e.errno == errno.ELOOP:
             raise _Skip("symlink not followed") from None
         raise _Skip(_os_reason(e)) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _Skip("not a regular file")
         if st.st_size > limit:
             raise _Skip(f"larger than max_file_bytes ({st.st_size} > {limit} bytes)")
-        data = f.read(limit + 1)
-    if len(data) > limit:  # grew while we read it
+        parts, total, want = [], 0, min(st.st_size, limit) + 1
+        while total <= limit:  # the file may grow while we read it: never past the limit
+            b = os.read(fd, want)
+            if not b:
+                break
+            parts.append(b)
+            total += len(b)
+    finally:
+        os.close(fd)
+    if total > limit:
         raise _Skip(f"larger than max_file_bytes (> {limit} bytes)")
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
     return data
 
 
@@ -279,16 +285,19 @@ def _decode(data: bytes) -> str:
     return text
 
 
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|$)', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
-def _json_depth_ok(text: str) -> bool:
-    """False when brackets outside strings nest deeper than MAX_JSON_DEPTH (checked before parsing,
-    so a hostile file cannot exhaust the parser's recursion)."""
+def _json_depth_ok(data: bytes) -> bool:
+    """False when brackets outside strings nest deeper than MAX_JSON_DEPTH (checked on the raw
+    UTF-8 bytes before parsing, so a hostile file cannot exhaust the parser's recursion)."""
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:  # cheap bound: most files stop here
+        return True
+    if b"\\" in data:  # escapes: drop escaped backslashes, then escaped quotes
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
     depth = 0
-    for ch in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
-        if ch in "[{":
+    for ch in b"".join(data.split(b'"')[0::2]).translate(None, _NOT_BRACKET):  # outside strings
+        if ch in b"[{":
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 return False
@@ -345,13 +354,14 @@ def _read_file(path: str, rel: str, st: os.stat_result, limit: int) -> tuple[str
     """(source_format, rows, note) of one file, or _Skip."""
     if st.st_size > limit:  # decided from the walk's lstat: the file is never opened
         raise _Skip(f"larger than max_file_bytes ({st.st_size} > {limit} bytes)")
-    text = _decode(_read_bytes(path, limit))
+    data = _read_bytes(path, limit)
+    text = _decode(data)
     ext = os.path.splitext(rel)[1].lower()
     first = text.lstrip()[:1]
     if first in ("{", "["):
         if ext in (".csv", ".sql"):
             raise _Skip(f"extension {ext} but not {ext[1:].upper()}")
-        if not _json_depth_ok(text):
+        if not _json_depth_ok(data):
             raise _Skip(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         data, error, note = _parse_json(text)
         if error is None:
@@ -387,9 +397,9 @@ def _from_json(data: Any, rel: str) -> tuple[str, list[dict], str | None] | None
     if isinstance(data, dict) and "schema_version" in data and "run_id" in data and "status" in data:
         v = data["schema_version"]
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise _Skip(f"schema_version {v!r} is not one this harness reads ({_schema_version()})")
-        if v > _schema_version():
-            raise _Skip(f"schema_version {v} is newer than this harness reads ({_schema_version()})")
+            raise _Skip(f"schema_version {v!r} is not one this harness reads ({SCHEMA_VERSION})")
+        if v > SCHEMA_VERSION:
+            raise _Skip(f"schema_version {v} is newer than this harness reads ({SCHEMA_VERSION})")
         return "harness", table.rows_from_record(data, rel), None
     if isinstance(data, dict) and isinstance(data.get("benchmarks"), list) and "machine_info" in data:
         return "pytest-benchmark", *_pytest_benchmark_rows(data, rel)
@@ -397,12 +407,6 @@ def _from_json(data: Any, rel: str) -> tuple[str, list[dict], str | None] | None
     if any(isinstance(o, dict) and _OLLAMA_API_KEYS <= o.keys() for o in objs):
         return "ollama-api", *_ollama_api_rows(objs, rel)
     return None
-
-
-def _schema_version() -> int:
-    from ..record import SCHEMA_VERSION
-
-    return SCHEMA_VERSION
 
 
 # --- rows ----------------------------------------------------------------------------------------------

@@ -73,20 +73,23 @@ def test_telemetry_follows_the_trace(tmp_path, harness_cli, fake_lib, model_path
     assert tel["gpu"]["peak_mem_bandwidth_gbps"] == pytest.approx(5120 / 8 * 2619e6 * 2 / 1e9)
     assert len(samples) == tel["n_samples"] > 20
 
-    # Every sample carries the trace's readings at its time (a reading takes a moment, so a
-    # sample right at a step may show the next row).
+    # Every sample carries the trace's readings at its time. A reading takes a moment after its
+    # timestamp (longer on a busy machine), so allow what the trace says up to LAG ms later.
+    lag = 50
+
     def t_ms(s):  # sample time on the fake's clock (ms since T0)
         return (tel["t0_ns"] + int(s["t_ns"]) - t0) / 1e6
 
     for s in samples:
-        now, soon = (fakenvml.reading_at(rows, 0, t_ms(s) + d) for d in (0, 3))
-        assert int(s["gpu_util_pct"]) in (now["util_gpu"], soon["util_gpu"])
-        assert float(s["power_w"]) in (now["power_w"], soon["power_w"])
-        assert float(s["vram_used_mib"]) in (now["mem_used_mib"], soon["mem_used_mib"])
+        window = [fakenvml.reading_at(rows, 0, t_ms(s) + d) for d in range(0, lag + 1)]
+        assert int(s["gpu_util_pct"]) in {w["util_gpu"] for w in window}
+        assert float(s["power_w"]) in {w["power_w"] for w in window}
+        assert float(s["vram_used_mib"]) in {w["mem_used_mib"] for w in window}
         assert float(s["proc_vram_mib"]) == 1500.0
         assert s["fan_pct"] == ""  # NotSupported: empty, never 0
-        expected_mj = fakenvml.energy_counter_mj(rows, 0, t_ms(s), energy_offset_mj=H100["energy_offset_mj"])
-        assert abs(int(s["energy_mj"]) - expected_mj) <= 360 * 3  # at most 3 ms of reading delay
+        lo, hi = (fakenvml.energy_counter_mj(rows, 0, t_ms(s) + d, energy_offset_mj=H100["energy_offset_mj"])
+                  for d in (0, lag))
+        assert lo - 1 <= int(s["energy_mj"]) <= hi + 1  # the counter at a moment within the lag
         assert s["proc_rss_mib"] and float(s["proc_rss_mib"]) > 0  # host readings alongside
 
     # Energy per phase equals the integral of the trace's power over the recorded windows.

@@ -149,35 +149,59 @@ def _csv_records(text: str) -> list[dict]:
 
 
 _LEADING_COMMENTS = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
-_ALLOWED_STATEMENT = re.compile(r"(CREATE\s+TABLE|INSERT\s+INTO|BEGIN|COMMIT|END)\b", re.I)
+# The statement shapes llama-bench (and sqlite3's .dump of its table) print, and nothing else:
+# plain `name TYPE` columns (no DEFAULT / CHECK / AS SELECT), one row of literal VALUES.
+_ID = r'(?:\w+|"\w+")'
+_LIT = r"(?:'[^']*(?:''[^']*)*'|[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|NULL)"
+_SQL_GRAMMAR = (
+    ("create", re.compile(rf"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_ID}\s*\(\s*{_ID}(?:\s+\w+)?"
+                          rf"(?:\s*,\s*{_ID}(?:\s+\w+)?)*\s*\)\s*;?\s*\Z", re.I)),
+    ("insert", re.compile(rf"INSERT\s+INTO\s+{_ID}\s*(?:\(\s*{_ID}(?:\s*,\s*{_ID})*\s*\))?\s*VALUES\s*"
+                          rf"\(\s*{_LIT}(?:\s*,\s*{_LIT})*\s*\)\s*;?\s*\Z", re.I)),
+    ("transaction", re.compile(r"(?:BEGIN|COMMIT|END)(?:\s+TRANSACTION)?\s*;?\s*\Z", re.I)),
+)
+
+
+_SQL_SPECIAL = re.compile(r"['\";]|--|/\*")
 
 
 def _sql_statements(text: str) -> list[str]:
-    """Split a script into complete statements (sqlite's own tokenizer decides where one ends)."""
-    out, buf = [], ""
-    for piece in text.split(";"):
-        buf += piece + ";"
-        if sqlite3.complete_statement(buf):
-            out.append(buf)
-            buf = ""
-    tail = buf[:-1]  # the ';' added after the last piece is not in the text
-    if _LEADING_COMMENTS.sub("", tail, count=1).strip():
-        out.append(tail)
+    """Split a script at the semicolons outside quotes and comments (one linear scan)."""
+    out, start, i, n = [], 0, 0, len(text)
+    while (m := _SQL_SPECIAL.search(text, i)) is not None:
+        tok, i = m.group(), m.end()
+        if tok in ("'", '"'):
+            j = text.find(tok, i)
+            while j != -1 and text.startswith(tok, j + 1):  # '' inside a string is a quote
+                j = text.find(tok, j + 2)
+            i = n if j == -1 else j + 1
+        elif tok == "--":
+            j = text.find("\n", i)
+            i = n if j == -1 else j + 1
+        elif tok == "/*":
+            j = text.find("*/", i)
+            i = n if j == -1 else j + 2
+        else:
+            out.append(text[start:i])
+            start = i
+    if text[start:].strip():
+        out.append(text[start:])
     return out
 
 
 def _sql_records(text: str, max_steps: int | None = None) -> list[dict]:
     """Load llama-bench SQL into a private in-memory database and read the table back.
 
-    Nothing in the text is trusted: each statement must be CREATE TABLE / INSERT INTO (or
-    BEGIN/COMMIT); an authorizer allows only creating and inserting into llama_bench/test in the
+    Nothing in the text is trusted: each statement must have the shape llama-bench prints
+    (CREATE TABLE of plain `name TYPE` columns, INSERT INTO ... VALUES of one row of literals,
+    or BEGIN/COMMIT); then an authorizer allows only creating and inserting into llama_bench/test in the
     main database (no ATTACH, VACUUM INTO, PRAGMA, functions, sub-selects, reads, drops, triggers);
     sqlite limits forbid attached databases and cap string and statement sizes; a progress handler
     aborts after a bounded number of VM steps. Any refusal raises ValueError (no partial result)."""
     if len(text) > MAX_SQL_CHARS:
         raise ValueError(f"llama-bench sql: {len(text)} characters is over the limit of {MAX_SQL_CHARS}")
     budget = max_steps if max_steps is not None else SQL_STEPS_BASE + SQL_STEPS_PER_CHAR * len(text)
-    stride = 1000
+    stride = 16  # sqlite counts per statement run; llama-bench's INSERTs take ~50 steps
     state = {"steps": 0, "creating": False, "reading": False, "created": []}
 
     def progress() -> int:
@@ -211,14 +235,15 @@ def _sql_records(text: str, max_steps: int | None = None) -> list[dict]:
         conn.set_authorizer(authorize)
         conn.set_progress_handler(progress, stride)
         for n, stmt in enumerate(_sql_statements(text), 1):
-            head = _LEADING_COMMENTS.sub("", stmt, count=1)
+            head = stmt[_LEADING_COMMENTS.match(stmt).end():]
             if not head.strip(" \t\r\n;"):
                 continue
-            m = _ALLOWED_STATEMENT.match(head)
-            if not m:
-                raise ValueError(f"llama-bench sql: statement {n} refused (only CREATE TABLE / INSERT INTO): "
-                                 f"{head[:80]!r}")
-            state["creating"] = m.group(1).upper().startswith("CREATE")
+            kind = next((k for k, rx in _SQL_GRAMMAR if len(head) <= _SQL_LIMITS["SQLITE_LIMIT_SQL_LENGTH"]
+                         and rx.match(head)), None)
+            if kind is None:
+                raise ValueError(f"llama-bench sql: statement {n} refused (only CREATE TABLE of plain columns "
+                                 f"and INSERT INTO ... VALUES of literals): {head[:80]!r}")
+            state["creating"] = kind == "create"
             try:
                 conn.execute(stmt)
             except sqlite3.Error as e:
@@ -413,11 +438,12 @@ def _pairs(tps, ms, n_tokens: int) -> tuple[list[float], list[float]]:
     return ts, ns
 
 
-def _split_engine(engine) -> tuple[str, int]:
+def _split_engine(engine) -> tuple[str, int, str | None]:
+    """(build_commit, build_number, backends) of an engine string; inverse of engine_of()."""
     if engine is None:
-        return "unknown", 0
-    m = re.fullmatch(r"llama\.cpp ([0-9a-fA-F]{6,40}|unknown)(?: \((\d+)\))?(?: .*)?", str(engine))
-    return (m.group(1), int(m.group(2) or 0)) if m else (str(engine), 0)
+        return "unknown", 0, None
+    m = re.fullmatch(r"llama\.cpp ([0-9a-fA-F]{6,40}|unknown)(?: \((\d+)\))?(?: (.+))?", str(engine))
+    return (m.group(1), int(m.group(2) or 0), m.group(3)) if m else (str(engine), 0, None)
 
 
 def _clean(v):
@@ -450,17 +476,17 @@ def _test_time(v) -> str:
 
 def _test(row, n_prompt: int, n_gen: int, ns: list[float], ts: list[float]) -> dict:
     hw = [x.strip() for x in str(_clean(row["hardware"]) or "").split(" | ")]
-    commit, number = _split_engine(_clean(row["engine"]))
+    commit, number, backends = _split_engine(_clean(row["engine"]))
     eff = _clean(row["n_gpu_layers_effective"])
     ngl = int(eff) if eff is not None else _int_or(
         {"all": -1, "auto": -1}.get(str(_clean(row["n_gpu_layers"])), row["n_gpu_layers"]), -1)
     fa = {"on": 1, "off": 0, "auto": -1}.get(str(_clean(row["flash_attn"])).lower(), -1)
     engine = str(_clean(row["engine"]) or "")
-    cpu_only = " cpu" in f" {engine.lower()} " or eff == 0
+    cpu_only = "cpu" in engine.lower().split()  # our engine string says "cpu" for builds without GPU offload
     ns_int = [int(round(x)) for x in ns]
     test = dict(_DEFAULTS) | {
         "build_commit": commit, "build_number": number, "cpu_info": hw[0] if hw else "",
-        "gpu_info": ", ".join(hw[1:]), "backends": "CPU" if cpu_only else "",
+        "gpu_info": ", ".join(hw[1:]), "backends": backends or ("CPU" if cpu_only else ""),
         "model_filename": str(_clean(row["model"]) or ""), "n_batch": _int_or(row["n_batch"], 0),
         "n_ubatch": _int_or(row["n_ubatch"], 0), "n_threads": _int_or(row["n_threads"], 0),
         "type_k": str(_clean(row["type_k"]) or ""), "type_v": str(_clean(row["type_v"]) or ""),
