@@ -106,9 +106,13 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alp
     info["group"] = [group_label(*t) for t in info[gk].itertuples(index=False)]
 
     pairs = _pairs(info, gk)
-    matched_a, matched_b = set(pairs["ua"]), set(pairs["ub"])
-    unmatched = {s: [_unmatched_dict(info.loc[u], params) for u in info.index[info["_side"] == s]
-                     if u not in (matched_a if s == "a" else matched_b)] for s in ("a", "b")}
+    meta = [{"config": {p: plain(r[p]) for p in params}, "label": r["label"], "model": plain(r["model"]),
+             "group": r["group"], "group_keys": {k: plain(r[k]) for k in gk}, "side": r["_side"],
+             "n_samples": int(r["n_samples"]), "n_failed": int(r["n_failed"])}
+            for r in info.to_dict("records")]
+    matched = set(pairs["ua"]) | set(pairs["ub"])
+    unmatched = {s: [{k: m[k] for k in ("config", "label", "model", "group", "n_samples", "n_failed")}
+                     for u, m in enumerate(meta) if m["side"] == s and u not in matched] for s in ("a", "b")}
 
     okdf = both.loc[ok]
     metrics = [m for m in dict.fromkeys(metrics) if m in okdf.columns and okdf[m].notna().any()]
@@ -129,7 +133,7 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alp
             for i in range(len(pairs)):
                 if na[i] == 0 or nb[i] == 0:
                     continue
-                rows.append(_row(info, params, m, ua[i], ub[i], {k: v[i] for k, v in res.items()},
+                rows.append(_row(meta[ua[i]], meta[ub[i]], m, {k: v[i] for k, v in res.items()},
                                  ci, alpha, min_effect))
     order = {m: i for i, m in enumerate(metrics)}
     rows.sort(key=lambda r: (r["group_a"], r["group_b"], r["model"] or "",
@@ -218,11 +222,6 @@ def _label(params: list[str], values) -> str:
     return ", ".join(parts) or "all samples"
 
 
-def _unmatched_dict(r: pd.Series, params: list[str]) -> dict:
-    return {"config": {p: plain(r[p]) for p in params}, "label": r["label"], "model": plain(r["model"]),
-            "group": r["group"], "n_samples": int(r["n_samples"]), "n_failed": int(r["n_failed"])}
-
-
 def _pairs(info: pd.DataFrame, gk: list[str]) -> pd.DataFrame:
     """(ua, ub) unit pairs of each configuration: same group where there is one, else every
     remaining A group of the configuration with every remaining B group."""
@@ -292,12 +291,9 @@ def _bootstrap(raw: dict, m: str, ua: np.ndarray, ub: np.ndarray, seed: int):
     return lo, hi
 
 
-def _row(info: pd.DataFrame, params: list[str], m: str, ua: int, ub: int, r: dict, ci: str,
-         alpha: float, min_effect: float) -> dict:
-    A, B = info.loc[ua], info.loc[ub]
-    gk = list(table.GROUP_KEYS)
-    notes = [f"{k} differs: A {plain(A[k])!r}, B {plain(B[k])!r}" for k in gk
-             if k != "model" and plain(A[k]) != plain(B[k])]
+def _row(A: dict, B: dict, m: str, r: dict, ci: str, alpha: float, min_effect: float) -> dict:
+    notes = [f"{k} differs: A {A['group_keys'][k]!r}, B {B['group_keys'][k]!r}" for k in table.GROUP_KEYS
+             if k != "model" and A["group_keys"][k] != B["group_keys"][k]]
     ratio, p = float(r["ratio"]), float(r["p"])
     if r["small"]:
         notes.append("n < 2 on a side: no test")
@@ -312,7 +308,7 @@ def _row(info: pd.DataFrame, params: list[str], m: str, ua: int, ub: int, r: dic
     if math.isfinite(p) and p < alpha and not big:
         notes.append(f"below the minimum effect size ({min_effect:.0%})")
     if A["n_failed"] or B["n_failed"]:
-        notes.append(f"failed samples: A {int(A['n_failed'])}, B {int(B['n_failed'])} (not averaged)")
+        notes.append(f"failed samples: A {A['n_failed']}, B {B['n_failed']} (not averaged)")
     notes.append("significant" if significant else "not significant")
     good = better_when(m)
     if not significant:
@@ -321,12 +317,11 @@ def _row(info: pd.DataFrame, params: list[str], m: str, ua: int, ub: int, r: dic
         direction = "higher" if ratio > 1 else "lower"
     else:
         direction = "better" if (ratio > 1) == (good == "higher") else "worse"
-    return {"config": {p_: plain(A[p_]) for p_ in params}, "label": A["label"], "model": plain(A["model"]),
+    return {"config": dict(A["config"]), "label": A["label"], "model": A["model"],
             "group_a": A["group"], "group_b": B["group"],
-            "group_keys_a": {k: plain(A[k]) for k in gk}, "group_keys_b": {k: plain(B[k]) for k in gk},
+            "group_keys_a": dict(A["group_keys"]), "group_keys_b": dict(B["group_keys"]),
             "metric": m, "unit": "run" if m in RUN_LEVEL_METRICS else "sample",
-            "n_a": int(r["na"]), "n_b": int(r["nb"]),
-            "n_failed_a": int(A["n_failed"]), "n_failed_b": int(B["n_failed"]),
+            "n_a": int(r["na"]), "n_b": int(r["nb"]), "n_failed_a": A["n_failed"], "n_failed_b": B["n_failed"],
             "mean_a": float(r["ma"]), "mean_b": float(r["mb"]), "ratio": ratio,
             "ratio_ci95_low": float(r["lo"]), "ratio_ci95_high": float(r["hi"]), "ci_method": ci,
             "p_value": p, "significant": significant, "direction": direction, "min_effect": min_effect,

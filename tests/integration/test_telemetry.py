@@ -99,7 +99,8 @@ def test_telemetry_follows_the_trace(tmp_path, harness_cli, fake_lib, model_path
         expected = sum(fakenvml.expected_energy_j(rows, 0, (tel["t0_ns"] + w["t0_ns"] - t0) / 1e6,
                                                    (tel["t0_ns"] + w["t1_ns"] - t0) / 1e6) for w in wins)
         got = tel["phases"][phase]
-        assert got["energy_j"] == pytest.approx(expected, rel=0.03, abs=0.5), phase
+        # Each window end is read a moment after its timestamp: allow 1 J per window for that.
+        assert got["energy_j"] == pytest.approx(expected, rel=0.03, abs=1.0 * len(wins)), phase
         assert got["n_windows"] == len(wins)
     decode = tel["phases"]["decode"]
     tokens = sum(rep["n_gen_tokens"] - 1 for rep in rec["repetitions"])
