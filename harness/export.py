@@ -57,15 +57,10 @@ def export(df, fmt: str) -> bytes | str:
 
 def _value(v):
     """A JSON-safe scalar: None for missing / NaN, plain Python numbers."""
-    if v is None:
-        return None
-    try:
-        import pandas as pd
+    import pandas as pd
 
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
+    if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
+        return None
     if hasattr(v, "item"):
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):

@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import re
 import stat
 from collections import Counter
 from dataclasses import dataclass
@@ -175,7 +176,7 @@ def _walk(root: str):
         yield root, name, st, "symlink not followed"
         return
     if stat.S_ISREG(st.st_mode):
-        yield root, name, st, None
+        yield root, name, st, _name_rule(name)
         return
     if not stat.S_ISDIR(st.st_mode):
         yield root, name, st, "not a regular file"
@@ -197,10 +198,8 @@ def _walk(root: str):
             try:
                 if e.is_symlink():
                     yield e.path, rel, None, "symlink not followed"
-                elif e.name in DERIVED_FILES or e.name in DERIVED_DIRS:
-                    yield e.path, rel, None, "derived harness file"
-                elif e.name.startswith(TMP_PREFIX):
-                    yield e.path, rel, None, "temporary file of an interrupted write"
+                elif (why := _name_rule(e.name)) is not None:
+                    yield e.path, rel, None, why
                 elif e.is_dir(follow_symlinks=False):
                     est = e.stat(follow_symlinks=False)
                     if (est.st_dev, est.st_ino) in visited:
@@ -215,6 +214,15 @@ def _walk(root: str):
             except OSError as err:
                 yield e.path, rel, None, _os_reason(err)
         stack.extend(reversed(subdirs))
+
+
+def _name_rule(name: str) -> str | None:
+    """Why a file or folder is not read, by its name alone (our own derived files), or None."""
+    if name in DERIVED_FILES or name in DERIVED_DIRS:
+        return "derived harness file"
+    if name.startswith(TMP_PREFIX):
+        return "temporary file of an interrupted write"
+    return None
 
 
 def _os_reason(e: OSError) -> str:
@@ -285,6 +293,7 @@ def _decode(data: bytes) -> str:
     return text
 
 
+_LEADING_SPACE = re.compile(r"\s*")
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -357,15 +366,15 @@ def _read_file(path: str, rel: str, st: os.stat_result, limit: int) -> tuple[str
     data = _read_bytes(path, limit)
     text = _decode(data)
     ext = os.path.splitext(rel)[1].lower()
-    first = text.lstrip()[:1]
-    if first in ("{", "["):
+    start = _LEADING_SPACE.match(text).end()  # no copy of a large text just to look at its start
+    if text[start:start + 1] in ("{", "["):
         if ext in (".csv", ".sql"):
             raise _Skip(f"extension {ext} but not {ext[1:].upper()}")
         if not _json_depth_ok(data):
             raise _Skip(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        data, error, note = _parse_json(text)
+        doc, error, note = _parse_json(text)
         if error is None:
-            got = _from_json(data, rel)
+            got = _from_json(doc, rel)
             if got is not None:
                 fmt, rows, note2 = got
                 return fmt, _finish(rows), "; ".join(x for x in (note, note2) if x) or None
@@ -378,10 +387,11 @@ def _read_file(path: str, rel: str, st: os.stat_result, limit: int) -> tuple[str
         raise _Skip("JSON of no known format", "unrecognised")
     if ext in _JSON_EXTS:
         raise _Skip(f"extension {ext} but not JSON")
-    header = next(csv.reader(io.StringIO(text.lstrip().split("\n", 1)[0])), [])
+    end = text.find("\n", start)
+    header = next(csv.reader([text[start:] if end < 0 else text[start:end]]), [])
     fmt = _OLLAMA_CSV.get(tuple(h.strip() for h in header))
     if fmt:
-        rows, note = _ollama_csv_rows(text, fmt, rel)
+        rows, note = _ollama_csv_rows(text[start:], fmt, rel)
         return fmt, _finish(rows), note
     lb = _llamabench()
     fmt = lb.sniff(text) if lb else None
@@ -475,7 +485,7 @@ def _base(fmt: str, rel: str, **kw) -> dict:
 
 
 def _ollama_csv_rows(text: str, fmt: str, rel: str) -> tuple[list[dict], str | None]:
-    reader = csv.reader(io.StringIO(text.lstrip()))
+    reader = csv.reader(io.StringIO(text))
     header = [h.strip() for h in next(reader)]
     out: list[dict] = []
     reps: Counter = Counter()

@@ -45,12 +45,12 @@ def ok_mask(df: pd.DataFrame) -> pd.Series:
     return (df["status"] == "ok").fillna(False).astype(bool)
 
 
-def varying_params(df: pd.DataFrame) -> list[str]:
+def varying_params(df: pd.DataFrame, include_failed: bool = False) -> list[str]:
     """The PARAMS columns (effective_id excluded) with more than one distinct non-missing value
-    among the ok samples, in table order."""
-    ok = df.loc[ok_mask(df)]
-    return [p for p in table.PARAMS if p not in _NOT_VARIED and p in ok.columns
-            and ok[p].nunique(dropna=True) > 1]
+    among the ok samples (among all samples with include_failed), in table order."""
+    rows = df if include_failed else df.loc[ok_mask(df)]
+    return [p for p in table.PARAMS if p not in _NOT_VARIED and p in rows.columns
+            and rows[p].nunique(dropna=True) > 1]
 
 
 def natural_key(value) -> tuple:
@@ -167,7 +167,7 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
 
     Columns, in order:
       hardware, model, model_sha256, engine, hardware_group (label of the group);
-      each varying parameter (its value; when a configuration merged several requested values,
+      each parameter varying among all samples, failed ones included (its value; when a configuration merged several requested values,
         e.g. n_gpu_layers 40 and 999 both effective 19, a comma-joined string "40,999");
       requested_n_gpu_layers (comma-joined distinct requested offloads, or None);
       merged_params (comma-joined names of parameters that took several values, "" when none);
@@ -183,7 +183,8 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
     df = df.reset_index(drop=True)
     gk = list(table.GROUP_KEYS)
     ok = ok_mask(df)
-    varying = varying_params(df)
+    # Over all samples: a configuration that only failed (n_ctx 8192: out of memory) stays its own row.
+    varying = varying_params(df, include_failed=True)
     work = df[gk].copy()
     work["_cfg"] = config_keys(df, varying)
     code = work.groupby(gk + ["_cfg"], dropna=False, sort=False).ngroup()

@@ -106,8 +106,11 @@ def test_stats_are_pytest_benchmarks_own(data):
         theirs.update(x)
     ours = ex.pytest_benchmark_stats(data)
     for field in stats_mod.Stats.fields:
-        assert ours[field] == pytest.approx(getattr(theirs, field)) if field != "outliers" else \
-            ours[field] == theirs.outliers, field
+        if field == "outliers":
+            assert ours[field] == theirs.outliers
+        else:
+            assert ours[field] == pytest.approx(getattr(theirs, field)), field
+    assert ours["data"] == data
 
 
 def test_failed_samples_are_excluded_from_stats():

@@ -11,6 +11,7 @@ import types
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.analysis import ingest as ingest_mod
@@ -48,7 +49,7 @@ def rows_of(result: IngestResult, path: str):
 
 
 def nan(x) -> bool:
-    return x is None or x is __import__("pandas").NA or (isinstance(x, float) and math.isnan(x))
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
 
 
 # --- our runs --------------------------------------------------------------------------------------------

@@ -204,7 +204,8 @@ def test_junk_sql_golden_is_refused():
     "UPDATE llama_bench SET n_prompt = 1;",
     "PRAGMA writable_schema = 1;",
     "SELECT * FROM llama_bench;",
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) INSERT INTO llama_bench (n_prompt) SELECT x FROM c;",
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+    "INSERT INTO llama_bench (n_prompt) SELECT x FROM c;",
     "INSERT INTO llama_bench (n_prompt) SELECT n_prompt FROM llama_bench;",
     "INSERT INTO llama_bench (model_filename) VALUES ((SELECT 1));",
     "INSERT INTO llama_bench (model_filename) VALUES (zeroblob(1000000000));",
@@ -371,3 +372,19 @@ def test_sql_export_loads_into_sqlite_as_is(run_frame):
 def test_dump_unknown_format_is_refused(run_frame):
     with pytest.raises(ValueError, match="llama-bench-sql"):
         lb.dump(run_frame, "markdown")
+
+
+def test_sqlite_dump_of_a_llama_bench_database_reads_too():
+    db = sqlite3.connect(":memory:")
+    db.executescript(golden("llama-bench-sql"))
+    text = "\n".join(db.iterdump())  # BEGIN TRANSACTION; CREATE TABLE ...; INSERT INTO "llama_bench" VALUES(...)
+    assert lb.sniff(text) == "llama-bench-sql"
+    assert without(lb.rows(text, "llama-bench-sql", "bench"), "source_format") == \
+        without(read("llama-bench-sql"), "source_format")
+
+
+def test_malformed_values_are_a_value_error_naming_the_test():
+    recs = json.loads(golden("llama-bench-json"))
+    recs[1]["n_gen"] = [128]
+    with pytest.raises(ValueError, match="test 1 of bad.json"):
+        lb.rows(json.dumps(recs), "llama-bench-json", "bad.json")

@@ -98,9 +98,12 @@ def sniff(text: str) -> str | None:
         except ValueError:
             return None
         return "llama-bench-jsonl" if isinstance(first, dict) and _has_required(first) else None
-    m = re.search(rf"\bINSERT\s+INTO\s+({'|'.join(SQL_TABLES_READ)})\s*\(([^)]*)\)", body, re.I)
-    if m and _has_required(c.strip() for c in m.group(2).split(",")):
-        return "llama-bench-sql"
+    tables = "|".join(SQL_TABLES_READ)
+    for rx in (rf'\bINSERT\s+INTO\s+"?(?:{tables})"?\s*\(([^)]*)\)',
+               rf'\bCREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"?(?:{tables})"?\s*\(([^)]*)\)'):
+        m = re.search(rx, body, re.I)
+        if m and _has_required(c.split()[0].strip('"') for c in m.group(1).split(",") if c.strip()):
+            return "llama-bench-sql"
     header = next(csv.reader(io.StringIO(body.splitlines()[0])), [])
     return "llama-bench-csv" if _has_required(h.strip() for h in header) else None
 
@@ -122,7 +125,10 @@ def rows(text: str, fmt: str, source_file: str) -> list[dict]:
                "llama-bench-csv": _csv_records, "llama-bench-sql": _sql_records}[fmt](text)
     out: list[dict] = []
     for i, rec in enumerate(records):
-        out.extend(_test_rows(rec, i, fmt, source_file))
+        try:
+            out.extend(_test_rows(rec, i, fmt, source_file))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"llama-bench test {i} of {source_file}: {e}") from None
     return out
 
 
@@ -312,7 +318,7 @@ def _positive(v) -> int | None:
     return i if i is not None and i > 0 else None
 
 
-def engine_of(rec: dict) -> str | None:
+def _engine_of(rec: dict) -> str | None:
     commit, number, backends = _str(rec.get("build_commit")), _int(rec.get("build_number")), _str(rec.get("backends"))
     if commit is None:
         return None
@@ -347,7 +353,7 @@ def _test_rows(rec: dict, index: int, fmt: str, source_file: str) -> list[dict]:
         "started_at": _str(rec.get("test_time")),
         "hardware": " | ".join(x for x in (_str(rec.get("cpu_info")), _str(rec.get("gpu_info"))) if x) or None,
         "model": re.split(r"[\\/]", model_file)[-1] if model_file else None,
-        "engine": engine_of(rec),
+        "engine": _engine_of(rec),
         "n_gpu_layers": None if ngl is None else str(ngl), "n_ctx": n_prompt + n_gen + n_depth,
         "n_ctx_effective": n_prompt + n_gen + n_depth, "n_batch": params["b"], "n_ubatch": params["ub"],
         "n_threads": params["t"], "flash_attn": fa, "type_k": params["ctk"], "type_v": params["ctv"],
@@ -360,7 +366,7 @@ def _test_rows(rec: dict, index: int, fmt: str, source_file: str) -> list[dict]:
     elif ts is not None and ns is None:
         ns = [1e9 * n_tokens / x if x > 0 else 0.0 for x in ts]
     if ns is not None and len(ns) != len(ts):
-        raise ValueError(f"llama-bench test {index}: {len(ns)} samples_ns but {len(ts)} samples_ts")
+        raise ValueError(f"{len(ns)} samples_ns but {len(ts)} samples_ts")
     avg_ts, avg_ns = _float(rec.get("avg_ts")), _float(rec.get("avg_ns"))
     if ns is None:
         ns, ts = ([avg_ns], [avg_ts]) if avg_ts is not None and avg_ns is not None else ([], [])
@@ -439,7 +445,7 @@ def _pairs(tps, ms, n_tokens: int) -> tuple[list[float], list[float]]:
 
 
 def _split_engine(engine) -> tuple[str, int, str | None]:
-    """(build_commit, build_number, backends) of an engine string; inverse of engine_of()."""
+    """(build_commit, build_number, backends) of an engine string; inverse of _engine_of()."""
     if engine is None:
         return "unknown", 0, None
     m = re.fullmatch(r"llama\.cpp ([0-9a-fA-F]{6,40}|unknown)(?: \((\d+)\))?(?: (.+))?", str(engine))
