@@ -111,17 +111,22 @@ def pareto(configs_df: pd.DataFrame, objectives=PARETO_OBJECTIVES) -> pd.DataFra
 
 def non_dominated(x: np.ndarray) -> np.ndarray:
     """Boolean mask of the rows of x (n points x k objectives, all maximised) that no other row
-    dominates (>= everywhere and > somewhere). Points are checked in blocks against the whole set,
-    so memory stays bounded for tens of thousands of configurations."""
+    dominates (>= everywhere and > somewhere).
+
+    One sweep in lexicographically descending order: a dominator always sorts before the points it
+    dominates, and a dominated point is always dominated by some point of the front too, so each
+    point is checked against the front found so far only."""
     n, k = x.shape
-    dominated = np.zeros(n, dtype=bool)
-    # A dominated point is always dominated by some point of the front too (transitivity), so
-    # points already found dominated can be dropped from the dominators of later blocks.
-    block = max(1, 4_000_000 // max(1, n * k))
-    for start in range(0, n, block):
-        b = x[start:start + block]
-        others = x[~dominated] if start else x
-        ge = (others[None, :, :] >= b[:, None, :]).all(axis=2)
-        gt = (others[None, :, :] > b[:, None, :]).any(axis=2)
-        dominated[start:start + block] = (ge & gt).any(axis=1)
-    return ~dominated
+    keep = np.zeros(n, dtype=bool)
+    front = np.empty((n, k))
+    size = 0
+    for i in np.lexsort(tuple(-x[:, j] for j in reversed(range(k)))):
+        p = x[i]
+        if size:
+            f = front[:size]
+            if np.any(np.all(f >= p, axis=1) & np.any(f > p, axis=1)):
+                continue
+        front[size] = p
+        size += 1
+        keep[i] = True
+    return keep

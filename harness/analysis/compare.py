@@ -26,7 +26,7 @@ from scipy import stats as sps
 
 from . import table
 from .best import plain
-from .effects import constant_permutation_p
+from .effects import constant_permutation_p, holm
 from .stats import RUN_LEVEL_METRICS, group_label, metric_units, natural_key, ok_mask, varying_params
 
 DEFAULT_METRICS = ("decode_tps", "ttft_ms", "prefill_tps", "e2e_ms", "energy_per_token_j")
@@ -60,8 +60,11 @@ class CompareResult:
       ("sample" | "run"), n_a, n_b, n_failed_a, n_failed_b, mean_a, mean_b, ratio (mean_b/mean_a;
       NaN when mean_a <= 0), ratio_ci95_low, ratio_ci95_high (NaN when unbounded or n < 2),
       ci_method ("fieller" | "bootstrap"), p_value (Welch; exact permutation when both sides are
-      constant; NaN when a side has n < 2), significant, direction ("better" | "worse" | "same",
-      or "higher" | "lower" for metrics without a better direction), min_effect, note.
+      constant; NaN when a side has n < 2), p_holm (Holm over all rows of the call), significant
+      (p < alpha, or p_holm < alpha with correct=True, AND |ratio - 1| >= min_effect),
+      direction ("better" | "worse" | "same"; "higher" | "lower" for metrics without a better
+      direction, e.g. gpu_util_pct), min_effect, note ("; "-joined plain words, ending
+      "significant" or "not significant").
     unmatched_a, unmatched_b: configurations found on one side only, as dicts: config, label,
       model, group, n_samples (ok), n_failed.
     params: the parameters matched on (besides model).
@@ -83,14 +86,20 @@ class CompareResult:
 
 
 def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
-            min_effect: float = MIN_EFFECT, ci: str = "fieller", seed: int = SEED) -> CompareResult:
+            min_effect: float = MIN_EFFECT, ci: str = "fieller", seed: int = SEED,
+            correct: bool = False) -> CompareResult:
     """Compare every configuration found in both tidy tables A and B on each metric (B relative to
-    A). See CompareResult for the returned structure. ci: "fieller" or "bootstrap"."""
+    A). See CompareResult for the returned structure. ci: "fieller" or "bootstrap".
+
+    Every row carries p_holm (Holm-Bonferroni over all rows of the call). By default significance
+    uses the raw p (pyperf's and pytest-benchmark's habit: one comparison per benchmark); with
+    correct=True it uses p_holm, which keeps a table of many configurations x metrics from
+    yielding ~5% chance "regressions"."""
     if ci not in ("fieller", "bootstrap"):
         raise ValueError(f"compare: ci must be 'fieller' or 'bootstrap', got {ci!r}")
     gk = list(table.GROUP_KEYS)
     both = pd.concat([df_a.assign(_side="a"), df_b.assign(_side="b")], ignore_index=True)
-    params = [p for p in varying_params(both) if p not in _NOT_MATCHED]
+    params = [p for p in varying_params(both, include_failed=True) if p not in _NOT_MATCHED]
     keycols = ["model"] + params
     both["_code"] = both.groupby(keycols, dropna=False, sort=False).ngroup()
     both["_unit"] = both.groupby(["_side", "_code"] + gk, dropna=False, sort=False).ngroup()
@@ -135,6 +144,13 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alp
                     continue
                 rows.append(_row(meta[ua[i]], meta[ub[i]], m, {k: v[i] for k, v in res.items()},
                                  ci, alpha, min_effect))
+    adj = holm([r["p_value"] for r in rows])
+    for r, ph in zip(rows, adj):
+        r["p_holm"] = float(ph)
+        if correct and r["significant"] and not ph < alpha:
+            r["significant"], r["direction"] = False, "same"
+            kept = r["note"].split("; ")[:-1]  # drop the trailing "significant"
+            r["note"] = "; ".join(kept + ["not significant after Holm correction"])
     order = {m: i for i, m in enumerate(metrics)}
     rows.sort(key=lambda r: (r["group_a"], r["group_b"], r["model"] or "",
                              [natural_key(r["config"][p]) for p in params], order[r["metric"]]))

@@ -35,6 +35,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import special
 from scipy import stats as sps
 
 from . import table
@@ -52,7 +53,7 @@ MIN_N_WELCH = 3
 # effective one is tested and the requested one is listed as its alias.
 _PREFERRED_FIRST = tuple(EFFECTIVE_OF.values())
 # A requested parameter and its effective value are one parameter for stratification.
-_LINKED = {**{k: v for k, v in EFFECTIVE_OF.items()}, **{v: k for k, v in EFFECTIVE_OF.items()}}
+_LINKED = {**EFFECTIVE_OF, **{v: k for k, v in EFFECTIVE_OF.items()}}
 
 
 def effects(df: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
@@ -98,14 +99,15 @@ def effects(df: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
         frames = {"sample": sub}
         if any(m in RUN_LEVEL_METRICS for m in metrics):
             frames["run"] = _per_run(sub, [m for m in metrics if m in RUN_LEVEL_METRICS], names)
+        coded = {u: _Coded(f, names) for u, f in frames.items()}
         for p, aliases in params:
             others = [q for q in names if q != p and q != _LINKED.get(p)]
             load_param = any(x in LOAD_PARAMS for x in [p, *aliases])
-            prepared = {u: _Levels(f, p, others) for u, f in frames.items()}
+            prepared = {u: _Levels(coded[u], p, others) for u in frames}
             for m in metrics:
                 unit = "run" if m in RUN_LEVEL_METRICS else "sample"
                 for c in prepared[unit].compare(frames[unit][m], load_param, seed):
-                    comps.append({"group": label, "group_keys": gkeys, "param": p, "aliases": aliases,
+                    comps.append({"group": label, "group_keys": dict(gkeys), "param": p, "aliases": list(aliases),
                                   "metric": m, "unit": unit, **c})
     _finish(comps, alpha, min_effect)
     return comps
@@ -212,25 +214,40 @@ def _per_run(sub: pd.DataFrame, run_metrics: list[str], params: list[str]) -> pd
     return out.reset_index(drop=True)
 
 
-def _ci(n: int, mean: float, std: float) -> tuple:
-    if n < 2 or not math.isfinite(std):
-        return (None, None)
-    half = float(sps.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    return (mean - half, mean + half)
+class _Coded:
+    """Integer codes of the tested params of one frame (-1 = missing), computed once per group."""
+
+    def __init__(self, f: pd.DataFrame, params: list[str]):
+        self.f = f
+        self.codes, self.uniques = {}, {}
+        for p in params:
+            self.codes[p], self.uniques[p] = pd.factorize(f[p].astype(object), use_na_sentinel=True)
+
+    def combined(self, cols: list[str]) -> np.ndarray:
+        """One code per distinct combination of `cols` (missing is a value of its own)."""
+        key = np.zeros(len(self.f), dtype=np.int64)
+        for c in cols:
+            codes = self.codes[c].astype(np.int64) + 1
+            key = key * (int(codes.max()) + 1) + codes
+            if key.max() > 2 ** 40:  # keep the mixed radix small
+                key = np.unique(key, return_inverse=True)[1].astype(np.int64)
+        return np.unique(key, return_inverse=True)[1].astype(np.int64)
 
 
 class _Levels:
     """The levels of one parameter in one frame, and the strata (combinations of the other
     varying parameters) of its rows; reused for every metric."""
 
-    def __init__(self, f: pd.DataFrame, p: str, others: list[str]):
-        col = f[p].astype(object)
-        present = col.notna().to_numpy()
-        self.values = sorted(pd.unique(col[present]), key=natural_key)
-        index = {v: i for i, v in enumerate(self.values)}
-        self.level = np.where(present, col.map(index).fillna(-1).to_numpy(dtype=float), -1).astype(np.int64)
-        self.stratum = (f.groupby(others, dropna=False, sort=False).ngroup().to_numpy(dtype=np.int64)
-                        if others else np.zeros(len(f), dtype=np.int64))
+    def __init__(self, coded: _Coded, p: str, others: list[str]):
+        f = coded.f
+        uniq = list(coded.uniques[p])
+        order = sorted(range(len(uniq)), key=lambda i: natural_key(uniq[i]))
+        self.values = [uniq[i] for i in order]
+        rank = np.empty(len(uniq) + 1, dtype=np.int64)
+        rank[np.asarray(order, dtype=np.int64)] = np.arange(len(uniq))
+        rank[-1] = -1  # code -1 (missing) indexes the last slot
+        self.level = rank[coded.codes[p]]
+        self.stratum = coded.combined(others)
         self.cfg = f["_cfg"].to_numpy(dtype=np.int64)
         self.loaded = f["_loaded"].to_numpy(dtype=bool)
         self.known = f["_lknown"].to_numpy(dtype=bool)
@@ -243,12 +260,21 @@ class _Levels:
         if L < 2 or v.size < 2:
             return []
         n = np.bincount(lv, minlength=L)
-        if np.count_nonzero(n) < 2:
+        levels = np.flatnonzero(n)
+        if levels.size < 2:
             return []
-        order = np.argsort(lv, kind="stable")
-        xs = np.split(v[order], np.cumsum(n)[:-1])
-        cfg, loaded, known = self.cfg[use], self.loaded[use], self.known[use]
-        # strata x levels cells
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(lv, weights=v, minlength=L) / n
+            var = np.bincount(lv, weights=(v - mean[lv]) ** 2, minlength=L) / (n - 1)
+            half = special.stdtrit(np.maximum(n - 1, 1), 0.975) * np.sqrt(var / n)
+        var = np.where(n >= 2, var, np.nan)
+        loaded = np.bincount(lv, weights=self.loaded[use], minlength=L) > 0
+        known = np.bincount(lv, weights=self.known[use], minlength=L) > 0
+        pairs = np.unique(lv * (int(self.cfg.max()) + 1) + self.cfg[use])
+        cfg_of = pairs // (int(self.cfg.max()) + 1)
+        cfgsets = [frozenset(x) for x in np.split(pairs % (int(self.cfg.max()) + 1),
+                                                  np.searchsorted(cfg_of, np.arange(1, L)))]
+        # strata x levels cells: counts, means, within-cell sums of squares
         _, st = np.unique(st, return_inverse=True)
         S = int(st.max()) + 1
         cell = st * L + lv
@@ -257,35 +283,28 @@ class _Levels:
             cm = np.bincount(cell, weights=v, minlength=S * L) / cn
         sse = np.bincount(cell, weights=(v - np.nan_to_num(cm)[cell]) ** 2, minlength=S * L)
         cn, cm, sse = cn.reshape(S, L), cm.reshape(S, L), sse.reshape(S, L)
-        cfgsets = [frozenset(np.unique(cfg[lv == i]).tolist()) for i in range(L)]
-        levels = [i for i in range(L) if n[i] > 0]
         out = []
         for a, b in zip(levels, levels[1:]):
-            xa, xb = xs[a], xs[b]
-            ma, mb = float(xa.mean()), float(xb.mean())
-            sa = float(xa.std(ddof=1)) if xa.size >= 2 else math.nan
-            sb = float(xb.std(ddof=1)) if xb.size >= 2 else math.nan
             same_eff = cfgsets[a] == cfgsets[b]
-            la, lb = lv == a, lv == b
-            reload = (bool(known[la].any()) and bool(known[lb].any())
-                      and bool(loaded[la].any()) != bool(loaded[lb].any())) or (load_param and not same_eff)
+            reload = (known[a] and known[b] and loaded[a] != loaded[b]) or (load_param and not same_eff)
             na_s, nb_s = cn[:, a], cn[:, b]
-            balanced = bool(np.all(na_s * xb.size == nb_s * xa.size))
+            balanced = bool(np.all(na_s * n[b] == nb_s * n[a]))
             shared = (na_s > 0) & (nb_s > 0)
             confounded, adjusted = False, False
-            diff, base = mb - ma, ma
-            if balanced:
-                test, p, why = _test(xa, xb, seed)
-            elif not shared.any():
-                test, p, why = _test(xa, xb, seed)
-                confounded = True
+            diff, base = mean[b] - mean[a], mean[a]
+            if balanced or not shared.any():
+                confounded = not balanced
+                test, p, why = _test(n[a], mean[a], var[a], n[b], mean[b], var[b],
+                                     lambda: (v[lv == a], v[lv == b]), seed)
             else:
                 adjusted = True
                 diff, base, test, p, why = _stratified(na_s[shared], nb_s[shared], cm[shared, a],
                                                        cm[shared, b], sse[shared, a] + sse[shared, b])
+            ci = [(None, None) if not np.isfinite(half[x]) or n[x] < 2
+                  else (float(mean[x] - half[x]), float(mean[x] + half[x])) for x in (a, b)]
             out.append({"level_a": _plain(self.values[a]), "level_b": _plain(self.values[b]),
-                        "n_a": int(xa.size), "n_b": int(xb.size), "mean_a": ma, "mean_b": mb,
-                        "ci_a": _ci(xa.size, ma, sa), "ci_b": _ci(xb.size, mb, sb),
+                        "n_a": int(n[a]), "n_b": int(n[b]), "mean_a": float(mean[a]), "mean_b": float(mean[b]),
+                        "ci_a": ci[0], "ci_b": ci[1],
                         "diff": float(diff), "rel_diff": float(diff / base) if base else math.nan,
                         "adjusted": adjusted, "test": test, "p_value": p, "p_holm": math.nan,
                         "significant": False, "same_effective": same_eff, "load_effect": bool(reload),
@@ -307,7 +326,7 @@ def _stratified(na, nb, ma, mb, sse) -> tuple[float, float, str, float, str]:
     total = float(sse.sum())
     if df >= 1 and total > 0:
         se = math.sqrt(total / df / w.sum())
-        return diff, base, "stratified", float(2 * sps.t.sf(abs(diff) / se, df)), why
+        return diff, base, "stratified", float(2 * special.stdtr(df, -abs(diff) / se)), why
     d = mb - ma
     if d.size >= 3 and np.ptp(d) > 0:
         return diff, base, "stratified", float(sps.ttest_1samp(d, 0.0).pvalue), why + " (paired over them)"
@@ -318,15 +337,25 @@ def _mean_diff(x, y, axis=-1):
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
-def _test(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[str, float, str]:
-    """(test name, two-sided p, reason for the permutation test or "")."""
-    small = a.size < MIN_N_WELCH or b.size < MIN_N_WELCH
-    flat = (a.size >= 2 and np.ptp(a) == 0) or (b.size >= 2 and np.ptp(b) == 0)
+def welch_p(n_a, mean_a, var_a, n_b, mean_b, var_b) -> float:
+    """Two-sided p of Welch's t-test from summary statistics (what scipy.stats.ttest_ind with
+    equal_var=False computes from the samples)."""
+    sa, sb = var_a / n_a, var_b / n_b
+    se2 = sa + sb
+    df = se2 ** 2 / (sa ** 2 / (n_a - 1) + sb ** 2 / (n_b - 1))
+    return float(2 * special.stdtr(df, -abs(mean_b - mean_a) / math.sqrt(se2)))
+
+
+def _test(n_a, mean_a, var_a, n_b, mean_b, var_b, samples, seed: int) -> tuple[str, float, str]:
+    """(test name, two-sided p, reason for the permutation test or ""). `samples()` returns the
+    two arrays, needed only by the permutation test."""
+    small = n_a < MIN_N_WELCH or n_b < MIN_N_WELCH
+    # float round-off leaves ~1e-30 of "variance" in a constant column: that is none
+    flat = var_a <= (1e-12 * abs(mean_a)) ** 2 or var_b <= (1e-12 * abs(mean_b)) ** 2
     if not small and not flat:
-        r = sps.ttest_ind_from_stats(a.mean(), a.std(ddof=1), a.size, b.mean(), b.std(ddof=1), b.size,
-                                     equal_var=False)
-        return "welch", float(r.pvalue), ""
+        return "welch", welch_p(n_a, mean_a, var_a, n_b, mean_b, var_b), ""
     why = f"permutation test (n < {MIN_N_WELCH})" if small else "permutation test (zero variance)"
+    a, b = samples()
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return "permutation", constant_permutation_p(a.size, b.size, bool(a[0] == b[0])), why
     res = sps.permutation_test((a, b), _mean_diff, vectorized=True, n_resamples=PERMUTATION_RESAMPLES,

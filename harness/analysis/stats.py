@@ -99,11 +99,6 @@ def group_label(hardware, model, model_sha256, engine) -> str:
     return "; ".join((s(hardware) or "unknown hardware", m, s(engine) or "unknown engine"))
 
 
-def group_codes(df: pd.DataFrame) -> pd.Series:
-    """Integer id of each row's group (all of table.GROUP_KEYS, missing values included)."""
-    return df.groupby(list(table.GROUP_KEYS), dropna=False, sort=True).ngroup()
-
-
 def run_keys(df: pd.DataFrame) -> pd.Series:
     """The run each row belongs to: run_id, or the row itself when run_id is missing."""
     rid = df["run_id"].astype(object)
@@ -167,8 +162,9 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
 
     Columns, in order:
       hardware, model, model_sha256, engine, hardware_group (label of the group);
-      each parameter varying among all samples, failed ones included (its value; when a configuration merged several requested values,
-        e.g. n_gpu_layers 40 and 999 both effective 19, a comma-joined string "40,999");
+      each parameter varying among all samples, failed ones included (its value; when a
+        configuration merged several requested values, e.g. n_gpu_layers 40 and 999 both
+        effective 19, a comma-joined string "40,999", so the column becomes object dtype);
       requested_n_gpu_layers (comma-joined distinct requested offloads, or None);
       merged_params (comma-joined names of parameters that took several values, "" when none);
       effective_id; n_runs (distinct run_id, failed runs included); n_samples (ok samples);
@@ -232,20 +228,16 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
                         ).groupby(okcode).sum(min_count=1)
     out["decode_tps_weighted"] = (sums["tok"] / sums["s"]).where(sums["s"] > 0)
 
-    reasons = pd.Series("", index=out.index, dtype=object)
-    noisy = out["n_samples"] < MIN_SAMPLES
-    for m in NOISE_METRICS:
-        col = f"{m}_cv"
-        if col in out.columns:
-            cv = out[col].abs()
-            hit = (cv > NOISE_CV).fillna(False)
-            noisy = noisy | hit
-            reasons = reasons.where(~hit, reasons + [f"{m} CV {x:.1%} > {NOISE_CV:.0%}; " if h else ""
-                                                     for x, h in zip(cv, hit)])
-    few = out["n_samples"] < MIN_SAMPLES
-    reasons = reasons + [f"n={n} < {MIN_SAMPLES}" if f else "" for n, f in zip(out["n_samples"], few)]
-    out["noisy"] = noisy.astype(bool)
-    out["noise_reason"] = reasons.str.rstrip("; ")
+    cvs = {m: out[f"{m}_cv"].abs().to_numpy(dtype=float, na_value=np.nan)
+           for m in NOISE_METRICS if f"{m}_cv" in out.columns}
+    reasons = []
+    for i, n in enumerate(out["n_samples"].to_numpy()):
+        why = [f"{m} CV {cv[i]:.1%} > {NOISE_CV:.0%}" for m, cv in cvs.items() if cv[i] > NOISE_CV]
+        if n < MIN_SAMPLES:
+            why.append(f"n={n} < {MIN_SAMPLES}")
+        reasons.append("; ".join(why))
+    out["noisy"] = [bool(r) for r in reasons]
+    out["noise_reason"] = reasons
 
     head = gk + ["hardware_group"] + varying + ["requested_n_gpu_layers", "merged_params", "effective_id"]
     out = out[head + [c for c in out.columns if c not in head]]

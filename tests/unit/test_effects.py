@@ -9,7 +9,7 @@ import pytest
 from scipy import optimize, stats
 
 from harness.analysis import table
-from harness.analysis.effects import effect_summary, effects, holm
+from harness.analysis.effects import effect_summary, effects, holm, welch_p
 
 GROUP = {"hardware": "EPYC | H100", "model": "gemma3-270m", "engine": "llama-cpp-python 0.3 gpu"}
 
@@ -62,6 +62,14 @@ def test_twenty_percent_difference_is_significant_after_holm():
     summary = {(s["param"], s["metric"]): s for s in effect_summary(comps)}
     assert summary[("temperature", "decode_tps")]["verdict"] == "measurable effect"
     assert summary[("temperature", "ttft_ms")]["verdict"] == "no measurable effect"
+
+
+def test_welch_p_from_summaries_matches_scipy():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(10, 1, 7), rng.normal(11, 3, 12)
+    expected = stats.ttest_ind(a, b, equal_var=False).pvalue
+    got = welch_p(a.size, a.mean(), a.var(ddof=1), b.size, b.mean(), b.var(ddof=1))
+    assert got == pytest.approx(expected, rel=1e-9)
 
 
 def test_holm_adjustment_values():

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.analysis import table
-from harness.analysis.best import best, pareto
+from harness.analysis.best import best, non_dominated, pareto
 from harness.analysis.stats import configurations, varying_params
 from harness.metrics import summarize
 
@@ -226,3 +226,12 @@ def test_best_and_pareto_from_samples():
 def test_pareto_rejects_unknown_sense():
     with pytest.raises(ValueError, match="sense must be"):
         pareto(_configs(), objectives=(("decode_tps_mean", "biggest"),))
+
+
+def test_non_dominated_matches_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        x = rng.integers(0, 4, (int(rng.integers(1, 30)), int(rng.integers(1, 4)))).astype(float)
+        brute = [not any((x[j] >= x[i]).all() and (x[j] > x[i]).any() for j in range(len(x)))
+                 for i in range(len(x))]
+        assert non_dominated(x).tolist() == brute
