@@ -86,8 +86,10 @@ def _print_configs(an) -> None:
 
     from .report.build import _ci, _num, _val
 
+    from .report.build import shown_params
+
     t = Table(title=f"{len(an.configs)} configurations", title_justify="left")
-    cols = list(an.varying)
+    cols = shown_params(an)
     for c in cols + ["n", "decode tok/s (95% CI)", "TTFT ms (95% CI)", "noisy"]:
         t.add_column(c, justify="right")
     for row in an.configs.to_dict("records"):
@@ -142,15 +144,15 @@ def cmd_compare(args: list[str]) -> int:
     if an_a is None or an_b is None:
         return 2
     result = compare(an_a.samples, an_b.samples)
-    rows = result["comparisons"] if isinstance(result, dict) else result
-    _print_comparisons(rows)
-    failures = regressions(rows, checks)
+    _print_comparisons(result.rows)
+    for side, items in (("A", result.unmatched_a), ("B", result.unmatched_b)):
+        for u in items:
+            print(f"only in {side}: {u['label']}")
+    failures = regressions(result.rows, checks)
     for msg in failures:
         print(f"REGRESSION: {msg}")
-    if isinstance(result, dict):
-        for side in ("unmatched_a", "unmatched_b"):
-            if result.get(side):
-                print(f"{side}: {len(result[side])} configurations without a match")
+    if checks and not failures:
+        print("no regression beyond the thresholds")
     return 1 if failures else 0
 
 
@@ -162,11 +164,13 @@ def _print_comparisons(rows) -> None:
     for c in ("configuration", "metric", "A", "B", "B/A (95% CI)", "p", "verdict"):
         t.add_column(c, justify="right")
     for r in rows:
-        ci = r.get("ratio_ci95") or (r.get("ratio_ci95_low"), r.get("ratio_ci95_high"))
+        lo, hi = r.get("ratio_ci95_low"), r.get("ratio_ci95_high")
         verdict = r.get("direction", "") if r.get("significant") else "not significant"
-        t.add_row(str(r.get("config", r.get("label", "")))[:60], r["metric"], f"{r['mean_a']:.4g}", f"{r['mean_b']:.4g}",
-                  f"{r['ratio']:.3f} ({ci[0]:.3f}-{ci[1]:.3f})" if ci and ci[0] is not None else f"{r['ratio']:.3f}",
-                  f"{r.get('p_value', float('nan')):.3g}", verdict)
+        ratio = r.get("ratio")
+        t.add_row(str(r.get("label", ""))[:60], r["metric"], f"{r['mean_a']:.4g}", f"{r['mean_b']:.4g}",
+                  "-" if ratio is None else (f"{ratio:.3f} ({lo:.3f}-{hi:.3f})" if lo is not None and hi is not None
+                                             else f"{ratio:.3f}"),
+                  "-" if r.get("p_value") is None else f"{r['p_value']:.3g}", verdict)
     Console(width=160).print(t)
 
 

@@ -200,6 +200,8 @@ def _walk(root: str):
                     yield e.path, rel, None, "symlink not followed"
                 elif (why := _name_rule(e.name)) is not None:
                     yield e.path, rel, None, why
+                elif e.is_dir(follow_symlinks=False) and _derived_output_dir(e):
+                    yield e.path, rel, None, "derived harness file"
                 elif e.is_dir(follow_symlinks=False):
                     est = e.stat(follow_symlinks=False)
                     if (est.st_dev, est.st_ino) in visited:
@@ -214,6 +216,15 @@ def _walk(root: str):
             except OSError as err:
                 yield e.path, rel, None, _os_reason(err)
         stack.extend(reversed(subdirs))
+
+
+# Folders that `harness analyze` / `harness report` write, recognised by their marker file.
+DERIVED_OUTPUT_DIRS = {"report": "report.md", "analysis": "configurations.csv"}
+
+
+def _derived_output_dir(entry) -> bool:
+    marker = DERIVED_OUTPUT_DIRS.get(entry.name)
+    return marker is not None and os.path.isfile(os.path.join(entry.path, marker))
 
 
 def _name_rule(name: str) -> str | None:

@@ -17,12 +17,14 @@ from .document import Bullets, Document, Figure, Paragraph, Table
 HEADLINE_METRICS = ("decode_tps", "ttft_ms", "prefill_tps", "energy_per_token_j", "vram_used_mib", "itl_p99_ms")
 UNITS = {"decode_tps": "tok/s", "ttft_ms": "ms", "prefill_tps": "tok/s", "energy_per_token_j": "J/token",
          "vram_used_mib": "MiB", "itl_p99_ms": "ms", "e2e_ms": "ms"}
-HIGHER_IS_BETTER = {"decode_tps", "prefill_tps"}
+SAMPLING_PARAMS = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty"}
 
 
 def _num(v, digits: int = 1) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
     if isinstance(v, float):
         if abs(v) >= 1000:
             return f"{v:,.0f}"
@@ -61,7 +63,7 @@ def build(an, out_dir: Path) -> tuple[Document, dict]:
     """The Document and timing info; figures are written under out_dir/figures."""
     t0 = time.perf_counter()
     configs = an.configs
-    varying = [p for p in an.varying if p in configs.columns]
+    varying = shown_params(an)
     metrics = [m for m in HEADLINE_METRICS if _present(configs, m)]
     n_ok, n_failed = len(an.ok), int((an.samples["status"] == "failed").sum())
     doc = Document(title="Benchmark report",
@@ -84,7 +86,7 @@ def build(an, out_dir: Path) -> tuple[Document, dict]:
     s = doc.section("Data ingestion")
     summ = an.ingest.summary()
     s.add(Table(("what", "count"), tuple((k, str(v)) for k, v in _flat_counts(summ))))
-    skipped = [f for f in an.ingest.files if f.reason]
+    skipped = [f for f in an.ingest.files if f.reason and f.reason != "derived harness file"]
     if skipped:
         s.add(Table(("file", "kind", "reason"), tuple((f.path, f.kind, f.reason) for f in skipped[:200]),
                     caption="Files skipped or rows rejected, with the reason"))
@@ -126,7 +128,7 @@ def build(an, out_dir: Path) -> tuple[Document, dict]:
     s = doc.section("Workflow summary")
     tim = dict(an.timings, figures_s=time.perf_counter() - t0)
     s.add(Table(("step", "value"), (
-        ("files analysed", str(summ.get("files_total", len(an.ingest.files)))),
+        ("files analysed", str(summ.get("n_files", len(an.ingest.files)))),
         ("samples (ok / failed)", f"{n_ok} / {n_failed}"),
         ("ingest", f"{tim['ingest_s']:.2f} s"),
         ("analysis", f"{tim['analysis_s']:.2f} s"),
@@ -139,6 +141,27 @@ def build(an, out_dir: Path) -> tuple[Document, dict]:
     doc.section("Metrics glossary").add(Table(("metric", "meaning"), tuple(
         (c.name, c.doc) for c in COLUMNS if c.kind == "metric" and c.doc)))
     return doc, tim
+
+
+def shown_params(an) -> list[str]:
+    """Swept parameters worth showing: an `_effective` twin only where it differs from the request."""
+    cols = [p for p in an.varying if p in an.configs.columns]
+    out = []
+    for p in cols:
+        base = p[: -len("_effective")] if p.endswith("_effective") else None
+        if base in cols:
+            same = (an.configs[base].astype(str) == an.configs[p].astype(str)) | (
+                _as_float(an.configs[base]) == _as_float(an.configs[p]))
+            if same.all():
+                continue
+        out.append(p)
+    return out
+
+
+def _as_float(col):
+    import pandas as pd
+
+    return pd.to_numeric(col, errors="coerce")
 
 
 def _flat_counts(summ: dict) -> list[tuple[str, object]]:
@@ -158,29 +181,34 @@ def _headlines(an, varying) -> list[str]:
         for objective, row in objectives.items():
             metric = objective.split(" ", 1)[1] if " " in objective else objective
             clear = "" if _val(row, "clear") in (None, True) else " (not distinguishable from the runner-up)"
-            out.append(f"{prefix}Best {metric.replace('_', ' ')}: {_ci(row, metric)} {UNITS.get(metric, '')} "
+            out.append(f"{prefix}Best {figures.LABELS.get(metric, metric)}: {_ci(row, metric)} {UNITS.get(metric, '')} "
                        f"with {_config_label(row, varying)}{clear}")
     return out
 
 
 def _findings(an, varying) -> dict:
     statements, no_effect, significant = [], [], []
+    shown = set(varying)
     for e in an.effect_summary:
-        param, metric = e.get("param"), e.get("metric")
-        big = e.get("max_abs_rel_diff", e.get("largest_rel_diff"))
-        if e.get("significant") or e.get("any_significant"):
+        param, metric, big = e["param"], e["metric"], abs(e.get("largest_rel_diff") or 0.0)
+        if param not in shown and param.endswith("_effective") and param[: -len("_effective")] in shown:
+            param = param[: -len("_effective")]  # the effective twin equals the request: name the request
+        where = f" [{e['group']}]" if len(an.best or {}) > 1 else ""
+        verdict = e.get("verdict", "")
+        if verdict == "measurable effect":
             significant.append((param, metric))
-            statements.append(f"{param} changes {metric}: up to {abs(big or 0):.1%} between levels, significant "
-                              f"after Holm correction.")
+            statements.append(f"{param} changes {metric}{where}: up to {big:.1%} between adjacent levels "
+                              f"({e.get('largest_between') or ''}), significant after Holm correction.")
+        elif verdict == "effect coincides with a model reload":
+            statements.append(f"The {metric} difference across {param}{where} (up to {big:.1%}) coincides with a "
+                              f"model reload: a load effect, not attributed to {param}.")
+        elif verdict == "same effective configuration":
+            statements.append(f"The {param} values compared{where} are the same effective configuration: "
+                              f"no effect on {metric} is possible.")
         else:
             no_effect.append((param, metric))
-            statements.append(f"{param} has no measurable effect on {metric} (largest difference "
-                              f"{abs(big or 0):.1%}, not significant after Holm correction).")
-    for c in an.effects:
-        if c.get("load_effect") and c.get("significant"):
-            statements.append(f"The {c['metric']} difference between {c['param']}={c['level_a']} and "
-                              f"{c['level_b']} coincides with a model reload: a load effect, not attributed to "
-                              f"{c['param']}.")
+            statements.append(f"{param} has no measurable effect on {metric}{where} (largest difference {big:.1%}, "
+                              f"not significant after Holm correction, or below the 1% minimum effect).")
     merged = []
     if "requested_n_gpu_layers" in an.configs:
         for row in an.configs.to_dict("records"):
@@ -213,8 +241,13 @@ def _recommendations(an, varying, f) -> list[str]:
             recs.append(f"For responsiveness use {_config_label(ttft, varying)} (TTFT {_ci(ttft, 'ttft_ms')} ms); "
                         f"it is not the throughput optimum, so choose by workload.")
     for param, metric in f["no_effect"]:
-        if metric == "decode_tps":
+        if metric != "decode_tps":
+            continue
+        if param in SAMPLING_PARAMS:
             recs.append(f"Choose {param} for output quality: it does not change decode throughput measurably here.")
+        else:
+            recs.append(f"Choose {param} by what the workload needs: within the measured range it does not "
+                        f"change decode throughput measurably.")
     if f["merged"]:
         recs.append("Use n_gpu_layers=all (or -1): requests beyond the model's layer count are the same "
                     "configuration; do not sweep them as separate points.")
