@@ -1,0 +1,170 @@
+"""Analysis and reports end to end: a real sweep's report, escaping, compare with a planted
+slowdown, exports through the CLI, and nothing usable."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY, run_records
+
+pytestmark = pytest.mark.slow
+
+SECTIONS = ("Executive summary", "Data ingestion", "Environment", "Performance analysis", "Key findings",
+            "Recommendations", "Risks and mitigations", "Workflow summary", "Metrics glossary")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, model_path):
+    """A real 2x2 sweep; the report is written automatically at its end."""
+    from conftest import run_harness
+
+    root = tmp_path_factory.mktemp("report")
+    r = run_harness("run", "-m", "runtime.n_ctx=256,512", "sampling.temperature=0.2,1.0", *TINY,
+                    "bench.repetitions=3", f"results_dir={root}", "sweep_name=s", cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root / "s", r
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text, self.imgs = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.imgs.append(dict(attrs).get("src", ""))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_sweep_ends_with_a_report_whose_sections_and_figures_exist(sweep):
+    sweep_dir, r = sweep
+    html_path = sweep_dir / "report" / "report.html"
+    assert f"report: {html_path}" in r.stdout
+    md = (sweep_dir / "report" / "report.md").read_text()
+    for i, title in enumerate(SECTIONS, 1):
+        assert f"## {i}. {title}" in md
+    figs = sorted(p.name for p in (sweep_dir / "report" / "figures").glob("*.png"))
+    assert {"decode_tps_by_n_ctx.png", "ttft_ms_by_n_ctx.png", "decode_tps_by_temperature.png",
+            "ttft_ms_by_temperature.png", "ttft_ms_distribution.png"} <= set(figs)
+    for name in figs:
+        assert (sweep_dir / "report" / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    p = _Collect()
+    p.feed(html_path.read_text())
+    assert p.tags.count("h2") == len(SECTIONS) and "table" in p.tags
+    assert len(p.imgs) == len(figs) and all(src.startswith("data:image/png;base64,") for src in p.imgs)
+    # The headline numbers come from the analysis: the best decode rate is the max of the table's means.
+    import pandas as pd
+
+    configs = pd.read_csv(sweep_dir / "analysis" / "configurations.csv")
+    assert len(configs) == 4
+    best = configs["decode_tps_mean"].max()
+    assert f"Best decode tok/s: {best:.1f}" in md
+    samples = pd.read_csv(sweep_dir / "analysis" / "runs.csv")
+    assert len(samples) == 4 * 3 and set(samples["source_format"]) == {"harness"}
+
+
+def test_script_in_data_comes_out_escaped(tmp_path, harness_cli):
+    data = tmp_path / "data"
+    data.mkdir()
+    evil = "<script>alert(1)</script>"
+    lines = ["prompt,ttft_s,tokens_s,load_s,prompt_eval_s,eval_s,eval_count,response_chars,error"]
+    for i in range(4):
+        lines.append(f'"{evil} say hi {i % 2}",0.2{i},4{i}.5,1.0,0.1,2.0,80,300,')
+    lines.append(f'"{evil}",0,0,0,0,0,0,0,"boom {evil}"')
+    (data / "calls.csv").write_text("\n".join(lines) + "\n")
+    r = harness_cli("report", str(data), "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;" in page
+    p = _Collect()
+    p.feed(page)
+    assert "script" not in p.tags
+
+
+def _plant(src: Path, dst: Path, factor: float) -> None:
+    """Copy a sweep and scale every decode rate by `factor` (a planted slowdown)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("report", "analysis"))
+    for run in dst.glob("*/run.json"):
+        rec = json.loads(run.read_text())
+        for rep in rec["repetitions"]:
+            rep["decode_tps"] *= factor
+            rep["decode_ms"] /= factor
+        run.write_text(json.dumps(rec))
+
+
+def test_compare_fails_on_a_planted_slowdown(sweep, tmp_path, harness_cli):
+    sweep_dir, _ = sweep
+    slow = tmp_path / "slow"
+    _plant(sweep_dir, slow, 0.6)
+    r = harness_cli("compare", str(sweep_dir), str(slow), "--fail-on", "decode_tps:-5%", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.stdout.count("REGRESSION: ") == 4  # every configuration got 40% slower
+    # The same data against itself: nothing significant, exit 0.
+    same = harness_cli("compare", str(sweep_dir), str(sweep_dir), "--fail-on", "decode_tps:-5%", cwd=tmp_path)
+    assert same.returncode == 0 and "REGRESSION" not in same.stdout
+    assert "no regression beyond the thresholds" in same.stdout
+    # A threshold larger than the slowdown passes.
+    loose = harness_cli("compare", str(sweep_dir), str(slow), "--fail-on", "decode_tps:-50%", cwd=tmp_path)
+    assert loose.returncode == 0
+    bad = harness_cli("compare", str(sweep_dir), str(slow), "--fail-on", "decode_tps:fast", cwd=tmp_path)
+    assert bad.returncode == 2 and "decode_tps:fast" in bad.stderr
+
+
+def test_llama_bench_sql_export_loads_into_sqlite(sweep, tmp_path, harness_cli):
+    sweep_dir, _ = sweep
+    out = tmp_path / "bench.sql"
+    r = harness_cli("export", str(sweep_dir), "--format", "llama-bench-sql", "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    db = sqlite3.connect(":memory:")
+    db.executescript(out.read_text())
+    n_tests, = db.execute("SELECT COUNT(*) FROM llama_bench").fetchone()
+    assert n_tests == 4 * 2  # a pp and a tg test per configuration
+    # ... and the export reads back through our own importer.
+    back = harness_cli("analyze", str(out), "--out", str(tmp_path / "an"), cwd=tmp_path)
+    assert back.returncode == 0, back.stderr[-2000:]
+
+
+def test_pytest_benchmark_export_is_readable_by_pytest_benchmark(sweep, tmp_path, harness_cli):
+    sweep_dir, _ = sweep
+    out = tmp_path / "0001_bench.json"
+    r = harness_cli("export", str(sweep_dir), "--format", "pytest-benchmark", "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert len(data["benchmarks"]) == 4
+    assert all(b["extra_info"]["decode_tps"] > 0 for b in data["benchmarks"])
+
+
+def test_nothing_usable_is_an_error_and_no_report(tmp_path, harness_cli):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "empty.csv").write_text("")
+    (junk / "u16.csv").write_bytes("prompt,ttft_s\n".encode("utf-16"))
+    r = harness_cli("report", str(junk), cwd=tmp_path)
+    assert r.returncode == 1
+    assert "no usable benchmark data" in r.stderr
+    assert "empty.csv" in r.stderr and "UTF-16" in r.stderr
+    assert not (junk / "report").exists()
+
+
+def test_golden_foreign_files_analyse_together(tmp_path, harness_cli):
+    """Every golden input format in one analysis: recognised, mapped, junk skipped with reasons."""
+    data = tmp_path / "all"
+    shutil.copytree(ROOT / "tests" / "data" / "ingest", data / "ingest")
+    shutil.copytree(ROOT / "tests" / "data" / "llama_bench", data / "llama_bench")
+    r = harness_cli("analyze", str(data), "--out", str(tmp_path / "an"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "an" / "runs.csv")
+    assert {"harness", "ollama-calls", "ollama-config-calls", "ollama-summary", "ollama-api", "pytest-benchmark",
+            "llama-bench-json", "llama-bench-csv", "llama-bench-sql"} <= set(df["source_format"])
+    assert "junk.sql" in r.stderr or "junk.sql" in r.stdout
