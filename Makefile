@@ -11,8 +11,11 @@ ARGS      ?=
 setup:
 	@bash scripts/setup.sh
 
+# The sweep writes its report at the end; the last line names it.
 run: setup
-	$(HARNESS) run -m +sweep=$(SWEEP) $(ARGS)
+	@$(HARNESS) run -m +sweep=$(SWEEP) $(ARGS); status=$$?; \
+	latest=$$(ls -td results/*/report 2>/dev/null | head -n 1); \
+	if [ -n "$$latest" ]; then echo "report: $$latest/report.html"; fi; exit $$status
 
 test: setup
 	$(PYTEST) tests $(ARGS)
