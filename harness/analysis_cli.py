@@ -45,20 +45,29 @@ def _print_ingest(result) -> None:
         elif not isinstance(v, list):
             t.add_row(k, str(v))
     con.print(t)
-    for f in [f for f in result.files if f.reason][:20]:
+    for f in [f for f in result.files if f.reason and f.reason != "derived harness file"][:20]:
         con.print(f"  skipped {f.path}: {f.reason}")
 
 
-def cmd_analyze(args: list[str]) -> int:
-    p = _parser("analyze", "Ingest result folders and benchmark files; write the tidy table and statistics.")
+def _load(prog: str, desc: str, args: list[str], out_name: str, extra=None):
+    """Parse PATH... [--out] [--max-file-mb] (+ extra options) and analyse. Returns (args, analysis
+    or None when nothing usable was found, output folder)."""
+    p = _parser(prog, desc)
     p.add_argument("paths", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, help="output folder (default: PATH/analysis for one folder)")
+    p.add_argument("--out", type=Path, help=f"output (default: PATH/{out_name} for one folder)")
+    if extra:
+        extra(p)
     _max_bytes(p)
     a = p.parse_args(args)
-    an = _analyze(a.paths, a.max_file_mb)
+    out = a.out or (a.paths[0] / out_name if a.paths[0].is_dir() else Path(out_name))
+    return a, _analyze(a.paths, a.max_file_mb), out
+
+
+def cmd_analyze(args: list[str]) -> int:
+    a, an, out = _load("analyze", "Ingest result folders and benchmark files; write the tidy table and "
+                       "statistics.", args, "analysis")
     if an is None:
         return 1
-    out = a.out or (a.paths[0] / "analysis" if a.paths[0].is_dir() else Path("analysis"))
     write_tables(an, out)
     _print_ingest(an.ingest)
     _print_configs(an)
@@ -108,17 +117,13 @@ def write_report(paths: list[Path], out: Path, max_file_mb: float = 200.0) -> di
 
 
 def cmd_report(args: list[str]) -> int:
-    p = _parser("report", "Analyse and write report.md, report.html (self-contained) and figures/.")
-    p.add_argument("paths", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, help="report folder (default: PATH/report for one folder)")
-    _max_bytes(p)
-    a = p.parse_args(args)
-    an = _analyze(a.paths, a.max_file_mb)
+    a, an, out = _load("report", "Analyse and write report.md, report.html (self-contained) and figures/.",
+                       args, "report")
     if an is None:
         return 1
     from .report.build import write
 
-    out = a.out or (a.paths[0] / "report" if a.paths[0].is_dir() else Path("report"))
+    write_tables(an, out.parent / "analysis" if out.name == "report" else out / "analysis")
     paths = write(an, out)
     print(f"report: {paths['markdown']}")
     print(f"report: {paths['html']}")
@@ -177,13 +182,8 @@ def _print_comparisons(rows) -> None:
 def cmd_export(args: list[str]) -> int:
     from .export import FORMATS, export
 
-    p = _parser("export", "Export the tidy sample table of PATH in another format.")
-    p.add_argument("paths", nargs="+", type=Path)
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", type=Path, help="output file (default: stdout for text formats)")
-    _max_bytes(p)
-    a = p.parse_args(args)
-    an = _analyze(a.paths, a.max_file_mb)
+    a, an, _ = _load("export", "Export the tidy sample table of PATH in another format.", args, "export",
+                     extra=lambda p: p.add_argument("--format", required=True, choices=FORMATS))
     if an is None:
         return 1
     data = export(an.samples, a.format)
