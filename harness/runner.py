@@ -168,7 +168,12 @@ def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> N
     from .modelfile import sha256_file
     from .workload import build_prompt
 
-    rec = state["record"]
+    # Provenance first: a point that fails to load still says where and with what it ran.
+    model_prov = plan.gguf.to_dict()
+    model_prov.pop("metadata", None)
+    model_prov["sha256"] = sha256_file(Path(plan.model_path))
+    rec = state["record"] = replace(state["record"], timing_path="python",
+                                    provenance=provenance.collect(engine.engine_info(), "python", model_prov))
     with _phase("load"):
         t0 = sampler.sample()
         lm, reused = engine.load(plan)
@@ -184,10 +189,6 @@ def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> N
         log.warning("%s: same effective configuration as %s", rec.job_name, ", ".join(equivalent))
     if not reused and lm.load_log:
         store.atomic_write_text(job_dir / "engine_load.log", lm.load_log)
-    info = engine.engine_info()
-    model_prov = plan.gguf.to_dict()
-    model_prov.pop("metadata", None)
-    model_prov["sha256"] = sha256_file(Path(plan.model_path))
     rec = replace(
         rec,
         load={"load_ms": lm.load_ms, "reused": reused, "loads_in_process": lm.loads_in_process},
@@ -195,8 +196,6 @@ def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> N
         effective=plan.effective_dict() | {"flash_attn_effective": lm.flash_attn_effective,
                                            "n_threads": plan.load_key.n_threads,
                                            "n_threads_batch": plan.load_key.n_threads_batch},
-        timing_path="python",
-        provenance=provenance.collect(info, "python", model_prov),
     )
     state["record"] = rec
     s, b, w = rc.sampling, rc.bench, rc.workload

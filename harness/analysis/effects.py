@@ -24,9 +24,12 @@ The test between two levels:
 Two things are never attributed to the parameter:
 - a difference between two levels that are the same effective configuration (n_gpu_layers 40 and
   999 on an 18-layer model): noted "same effective configuration", never significant;
-- a difference that coincides with a model reload (one level's samples include fresh loads and the
-  other's do not, or p changes what is loaded): flagged load_effect, noted "coincides with a
-  model reload". The test result stands; the renderer must not say the parameter caused it.
+- a difference that coincides with a model reload (one level's samples include runs that loaded
+  the model and the other's do not): flagged load_effect, noted "coincides with a model reload".
+  The test result stands; the renderer must not say the parameter caused it.
+A load-changing parameter (n_ctx, n_gpu_layers, ...) reloads the model at every level by its
+nature; the harness keeps load time out of every sample and warms up after each load, so its
+differences are attributed to it, with the note "each level is a separate load".
 """
 
 from __future__ import annotations
@@ -286,7 +289,7 @@ class _Levels:
         out = []
         for a, b in zip(levels, levels[1:]):
             same_eff = cfgsets[a] == cfgsets[b]
-            reload = (known[a] and known[b] and loaded[a] != loaded[b]) or (load_param and not same_eff)
+            reload = bool(known[a] and known[b] and loaded[a] != loaded[b]) and not load_param
             na_s, nb_s = cn[:, a], cn[:, b]
             balanced = bool(np.all(na_s * n[b] == nb_s * n[a]))
             shared = (na_s > 0) & (nb_s > 0)
@@ -308,7 +311,7 @@ class _Levels:
                         "diff": float(diff), "rel_diff": float(diff / base) if base else math.nan,
                         "adjusted": adjusted, "test": test, "p_value": p, "p_holm": math.nan,
                         "significant": False, "same_effective": same_eff, "load_effect": bool(reload),
-                        "confounded": confounded, "_why": why})
+                        "confounded": confounded, "_why": why, "_load_param": bool(load_param and not same_eff)})
         return out
 
 
@@ -373,6 +376,8 @@ def _finish(comps: list[dict], alpha: float, min_effect: float) -> None:
             notes.append("same effective configuration")
         if c["load_effect"]:
             notes.append("coincides with a model reload")
+        if c.pop("_load_param", False):
+            notes.append("each level is a separate load")
         if c["confounded"]:
             notes.append("levels share no combination of the other parameters: may be confounded")
         if c["_why"]:

@@ -118,7 +118,11 @@ def rows_from_record(rec: dict, source_file: str) -> list[dict]:
     decode = (tel.get("phases") or {}).get("decode") or {}
     host = prov.get("host") or {}
     engine = prov.get("engine") or {}
-    hardware = " | ".join(x for x in (host.get("cpu_model"), gpu.get("name")) if x) or None
+    # The sampled GPU when telemetry ran; else the GPUs the machine has (a run with NVML off, or one
+    # that failed before sampling, still belongs with its hardware).
+    gpu_names = [gpu["name"]] if gpu.get("name") else sorted(
+        {g.get("name") for g in (prov.get("gpu") or {}).get("gpus") or () if g.get("name")})
+    hardware = " | ".join(x for x in (host.get("cpu_model"), *gpu_names) if x) or None
     unsupported = tel.get("unsupported") or {}
     base = empty_row() | {
         "source_format": "harness", "source_file": source_file, "run_id": rec.get("run_id"),

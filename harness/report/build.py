@@ -213,10 +213,12 @@ def _findings(an, varying) -> dict:
     if "requested_n_gpu_layers" in an.configs:
         for row in an.configs.to_dict("records"):
             req = _val(row, "requested_n_gpu_layers")
-            if isinstance(req, str) and "," in req:
-                merged.append((req, _val(row, "n_gpu_layers_effective")))
-                statements.append(f"n_gpu_layers {req.replace(',', ', ')} are the same configuration "
-                                  f"({_num(_val(row, 'n_gpu_layers_effective'))} layers offloaded): measured as one.")
+            key = (req, _val(row, "n_gpu_layers_effective"), _val(row, "hardware_group"))
+            if isinstance(req, str) and "," in req and key not in merged:
+                merged.append(key)
+                where = f" on {key[2]}" if an.configs["hardware_group"].nunique() > 1 else ""
+                statements.append(f"n_gpu_layers {req.replace(',', ', ')} are the same configuration{where} "
+                                  f"({_num(key[1])} layers offloaded): their points are pooled as one.")
     noisy = an.configs[an.configs["noisy"]] if "noisy" in an.configs else an.configs.iloc[0:0]
     if len(noisy):
         statements.append(f"{len(noisy)} of {len(an.configs)} configurations are noisy (CV > 5% or fewer "
@@ -262,11 +264,11 @@ def _recommendations(an, varying, f) -> list[str]:
 def _risks(an) -> list[tuple[str, str, str]]:
     s, rows = an.samples, []
     ok = an.ok
-    if "noisy" in an.configs and an.configs["noisy"].any():
-        worst = an.configs["decode_tps_cv"].max() if "decode_tps_cv" in an.configs else float("nan")
-        rows.append(("Noisy measurements", f"{int(an.configs['noisy'].sum())} configurations with CV > 5% or n < 3 "
-                     f"(worst decode CV {_num(worst * 100 if worst == worst else None)}%)",
-                     "More repetitions; an idle machine; pin threads; compare with CIs, not means"))
+    cv = an.configs.get("decode_tps_cv")
+    if cv is not None and (cv > 0.05).any():
+        rows.append(("Noisy measurements", f"{int((cv > 0.05).sum())} configurations with decode CV > 5% "
+                     f"(worst {cv.max():.1%})", "More repetitions; an idle machine; pin threads; compare with CIs, "
+                     "not means"))
     if ok["throttled"].fillna(False).any():
         rows.append(("GPU throttling", f"{int(ok['throttled'].fillna(False).sum())} samples ran while the GPU "
                      "reported throttle reasons", "Check cooling and power limits; compare only unthrottled runs"))
@@ -320,7 +322,7 @@ def _timelines(an, fig_dir: Path, limit: int = 4) -> list[tuple[str, str]]:
 
     out = []
     ours = an.ok[(an.ok["source_format"] == "harness") & an.ok["gpu_util_pct"].notna()]
-    for i, (src, _) in enumerate(ours.groupby("source_file", sort=True)):
+    for i, src in enumerate(sorted(ours["source_file"].dropna().unique())):
         if len(out) >= limit:
             break
         csv = next((r / src for r in an.roots if (r / src).is_file()), None)

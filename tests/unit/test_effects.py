@@ -98,7 +98,9 @@ def test_borderline_p_is_not_significant_among_three_comparisons():
     assert abs(dec["rel_diff"]) > 0.01  # not excluded by the minimum effect size: by Holm
 
 
-def test_n_ctx_levels_loaded_separately_are_a_load_effect():
+def test_n_ctx_levels_loaded_separately_are_attributed_to_n_ctx():
+    """A load-changing parameter reloads at every level by its nature; load time is outside every
+    sample and each load is warmed up, so the difference is the parameter's, noted as separate loads."""
     rng = np.random.default_rng(9)
     rows = []
     for n_ctx, ttft in ((512, 30.0), (4096, 60.0)):
@@ -106,10 +108,10 @@ def test_n_ctx_levels_loaded_separately_are_a_load_effect():
                         decode_tps=rng.normal(100, 1)) for i, v in enumerate(rng.normal(ttft, 1, 5))]
     comps = effects(table.frame(rows))
     c = only(comps, param="n_ctx", metric="ttft_ms")
-    assert c["load_effect"] is True and "coincides with a model reload" in c["note"]
-    assert c["significant"] is True  # the test stands; the note says it is not the parameter alone
+    assert c["load_effect"] is False and "each level is a separate load" in c["note"]
+    assert c["significant"] is True
     s = [x for x in effect_summary(comps) if x["metric"] == "ttft_ms"][0]
-    assert s["verdict"] == "effect coincides with a model reload"
+    assert s["verdict"] == "measurable effect"
 
 
 def test_sampling_param_is_a_load_effect_only_when_loads_differ():
