@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+import orjson
+
 from ..record import SCHEMA_VERSION
 from . import table
 
@@ -330,7 +332,15 @@ def _parse_json(text: str) -> tuple[Any, str | None, str | None]:
     """(value, error, note): a JSON document, or a list of objects for JSON Lines (a truncated last
     line is dropped with a note, as an interrupted writer leaves it)."""
     try:
+        # orjson parses ~4x faster, which is most of ingest for large sweeps; it refuses the
+        # NaN/Infinity literals some tools write, which the standard parser then takes.
+        return orjson.loads(text), None, None
+    except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(text), None, None
+    except RecursionError:
+        return None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels", None
     except json.JSONDecodeError as e:
         end = len(text.rstrip())
         first_error = (f"truncated JSON (ends inside a value at char {end})" if e.pos >= end

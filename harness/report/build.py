@@ -296,10 +296,9 @@ def _figures(an, varying, out_dir: Path) -> list[tuple[str, str]]:
     fig_dir = out_dir / "figures"
     ok = an.ok
     for p in varying:
-        for metric in ("decode_tps", "ttft_ms"):
-            path = figures.param_effect(ok, p, metric, fig_dir / f"{metric}_by_{p}.png")
-            if path:
-                figs.append((f"figures/{path.name}", f"{figures.LABELS[metric]} by {p}: mean and 95% CI"))
+        path = figures.param_effect(ok, p, ("decode_tps", "ttft_ms"), fig_dir / f"by_{p}.png")
+        if path:
+            figs.append((f"figures/{path.name}", f"decode tok/s and TTFT by {p}: marginal means with 95% CI"))
     label_cols = varying[:3]
     for metric in ("ttft_ms", "itl_p99_ms"):
         path = figures.distribution(ok, metric, label_cols, fig_dir / f"{metric}_distribution.png")
@@ -344,8 +343,11 @@ def write(an, out_dir: Path) -> dict:
     from . import html, markdown
     from ..store import atomic_write_text
 
+    import shutil
+
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir / "figures", ignore_errors=True)  # no stale figure of an earlier report
     doc, tim = build(an, out_dir)
     report_s = time.perf_counter() - t0
     for sec in doc.sections:  # fill in the one number that exists only now

@@ -26,7 +26,7 @@ def _plt():
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     _plt().close(fig)
     return path
 
@@ -47,26 +47,29 @@ def _order(levels):
         return sorted(levels, key=str)
 
 
-def param_effect(ok, param: str, metric: str, path: Path) -> Path | None:
-    """Mean of `metric` at each level of `param` with 95% CI bars (all other parameters pooled
-    within the level: the marginal mean), one line per hardware group."""
-    data = ok[[param, metric, "hardware"]].dropna(subset=[param, metric])
-    if data.empty or data[param].nunique() < 2:
+def param_effect(ok, param: str, metrics: tuple[str, ...], path: Path) -> Path | None:
+    """Mean of each metric at each level of `param` with 95% CI bars (all other parameters pooled
+    within the level: the marginal mean), one panel per metric, one line per hardware group."""
+    metrics = tuple(m for m in metrics if m in ok and ok[m].notna().any())
+    data = ok[[param, "hardware", *metrics]].dropna(subset=[param])
+    if not metrics or data.empty or data[param].nunique() < 2:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for hw, part in data.groupby(data["hardware"].fillna("unknown hardware"), sort=True):
-        levels = _order(part[param].unique())
-        means, errs = zip(*(_ci(part.loc[part[param] == lv, metric].to_numpy(dtype=float)) for lv in levels))
-        x = np.arange(len(levels))
-        ax.errorbar(x, means, yerr=errs, marker="o", capsize=4, label=str(hw)[:60])
-        ax.set_xticks(x, [str(lv) for lv in levels])
-    ax.set_xlabel(param)
-    ax.set_ylabel(LABELS.get(metric, metric))
-    ax.set_title(f"{LABELS.get(metric, metric)} by {param} (mean, 95% CI)")
-    ax.grid(alpha=0.3)
-    if data["hardware"].nunique() > 1:
-        ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part_all = data.dropna(subset=[metric])
+        for hw, part in part_all.groupby(part_all["hardware"].fillna("unknown hardware"), sort=True):
+            levels = _order(part[param].unique())
+            means, errs = zip(*(_ci(part.loc[part[param] == lv, metric].to_numpy(dtype=float)) for lv in levels))
+            x = np.arange(len(levels))
+            ax.errorbar(x, means, yerr=errs, marker="o", capsize=4, label=str(hw)[:60])
+            ax.set_xticks(x, [str(lv) for lv in levels])
+        ax.set_xlabel(param)
+        ax.set_ylabel(LABELS.get(metric, metric))
+        ax.set_title(f"{LABELS.get(metric, metric)} by {param}", fontsize=10)
+        ax.grid(alpha=0.3)
+        if part_all["hardware"].nunique() > 1:
+            ax.legend(fontsize=6)
     return _save(fig, path)
 
 
