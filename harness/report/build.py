@@ -112,6 +112,14 @@ def build(an, out_dir: Path) -> tuple[Document, dict]:
                     + tuple(_ci(row, m) for m in shown)
                     + (f"{_val(row, 'decode_tps_cv'):.1%}" if _val(row, "decode_tps_cv") is not None else "-",))
     s.add(Table(headers, tuple(rows), caption="Configurations (only parameters that vary are shown)"))
+    front = an.pareto
+    if front is not None and len(front) and len(configs) > 1:
+        objectives = str(front["pareto_objectives"].iloc[0]) if "pareto_objectives" in front else ""
+        s.add(Table(tuple(varying) + ("decode tok/s", "TTFT ms", "VRAM MiB"), tuple(
+            tuple(_num(_val(r, p)) for p in varying) + (_num(_val(r, "decode_tps_mean")), _num(_val(r, "ttft_ms_mean")),
+                                                       _num(_val(r, "vram_used_mib_mean")))
+            for r in front.to_dict("records")),
+            caption=f"Pareto front: configurations no other beats on every objective ({objectives})"))
     for path, caption in figs:
         s.add(Figure(path, caption))
 

@@ -66,6 +66,7 @@ def test_sweep_ends_with_a_report_whose_sections_and_figures_exist(sweep):
     assert len(configs) == 4
     best = configs["decode_tps_mean"].max()
     assert f"Best decode tok/s: {best:.1f}" in md
+    assert "*Pareto front: configurations no other beats on every objective" in md
     samples = pd.read_csv(sweep_dir / "analysis" / "runs.csv")
     assert len(samples) == 4 * 3 and set(samples["source_format"]) == {"harness"}
 
