@@ -6,10 +6,21 @@ PYTEST    := $(VENV)/bin/pytest
 SWEEP     ?= quick
 ARGS      ?=
 
-.PHONY: setup run test test-unit bench doctor clean distclean
+.PHONY: setup native run test test-unit bench doctor clean distclean
 
 setup:
 	@bash scripts/setup.sh
+
+# The native timing library (native/), built against the llama.cpp that llama-cpp-python installed
+# into the venv's site-packages. Configured once per site-packages; `cmake --build` then rebuilds
+# only what changed (and reconfigures by itself when llama.h changes). setup runs it.
+NATIVE_BUILD := native/build
+native:
+	@test -x $(VENV)/bin/python || { echo "native: no $(VENV); run make setup first" >&2; exit 1; }
+	@sp=$$($(VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+	if ! grep -qsx "CMAKE_PREFIX_PATH:[A-Z]*=$$sp" $(NATIVE_BUILD)/CMakeCache.txt; then \
+		cmake -S native -B $(NATIVE_BUILD) -DCMAKE_PREFIX_PATH="$$sp" -DCMAKE_BUILD_TYPE=Release >/dev/null || exit 1; \
+	fi && cmake --build $(NATIVE_BUILD)
 
 # The sweep writes its report at the end; the last line names it.
 run: setup
@@ -30,7 +41,7 @@ doctor: setup
 	$(HARNESS) doctor
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache $(NATIVE_BUILD)
 
 distclean: clean
 	rm -rf $(VENV)

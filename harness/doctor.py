@@ -74,7 +74,7 @@ def cmd_doctor(args: list[str]) -> int:
         con.print(f"  system info: {info['system_info']}")
     except Exception as e:  # doctor reports, it does not stop at the first problem
         con.print(f"[red]engine unusable[/]: {type(e).__name__}: {e}")
-    con.print("  timing path: python (the native timing library is not part of this build)")
+    _native_report(con)
     _telemetry_report(con)
     h = provenance.host_info()
     con.print(f"[bold]host[/] {h['cpu_model']}  {h['cpu_cores_physical']} cores / {h['cpu_cores_logical']} "
@@ -87,6 +87,23 @@ def cmd_doctor(args: list[str]) -> int:
     else:
         con.print(f"[bold]default model[/] [red]unavailable[/]: {m['reason']}")
     return 0
+
+
+def _native_report(con) -> None:
+    """Which timing path bench.timing=auto takes here, and why not native."""
+    from rich.markup import escape
+
+    try:
+        from . import native
+
+        st = native.status()
+    except Exception as e:  # doctor reports, it does not stop at the first problem
+        con.print(f"  timing path: [yellow]python[/] (native library check failed: {escape(f'{type(e).__name__}: {e}')})")
+        return
+    if st.usable:
+        con.print(f"  timing path: [green]native[/] {escape(st.path)} ({escape(st.reason)})")
+    else:
+        con.print(f"  timing path: [yellow]python[/] (native library unusable: {escape(st.reason)})")
 
 
 def telemetry_preview() -> dict:

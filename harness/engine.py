@@ -231,6 +231,11 @@ class RawRep:
     engine_n_prompt_eval: int  # prompt tokens llama.cpp evaluated: all of them (no prefix reuse)
     engine_eval_ms: float | None
     engine_n_eval: int | None
+    # Added with the native timing path; optional so that older callers and readers keep working.
+    sample_ns: tuple[int, ...] | None = None  # per token: time inside llama_sampler_sample
+    decode_ns: tuple[int, ...] | None = None  # per token: time inside llama_decode (+ sync) that
+    #   produced its logits (token 0: the whole prefill); native path only (python: engine_eval_ms)
+    timing_path: str = "python"
 
 
 def _sampler(lm: LoadedModel, s: SamplingConfig, seed: int, ignore_eos: bool):
@@ -243,7 +248,7 @@ def _sampler(lm: LoadedModel, s: SamplingConfig, seed: int, ignore_eos: bool):
         keep.append(biases)
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(lm.n_vocab, len(lm.eog_tokens), biases))
     if s.repeat_penalty != 1.0:
-        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(64, s.repeat_penalty, 0.0, 0.0))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(lm.n_vocab, 64, s.repeat_penalty, 0.0, 0.0))
     if s.temperature <= 0.0:
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
     else:
@@ -256,6 +261,28 @@ def _sampler(lm: LoadedModel, s: SamplingConfig, seed: int, ignore_eos: bool):
     return chain, keep
 
 
+def prompt_tokens(lm: LoadedModel, text: str | None, tokens: Sequence[int] | None, add_bos: bool,
+                  max_tokens: int) -> list[int]:
+    """The prompt as token ids (tokenised here unless given), checked to fit the context."""
+    prompt = list(tokens) if tokens is not None else lm.tokenize(text or "", add_bos)
+    if not prompt:
+        raise EngineError("empty prompt")
+    if len(prompt) + max_tokens > lm.n_ctx:
+        raise PromptTooLong(f"prompt of {len(prompt)} tokens + {max_tokens} to generate does not fit "
+                            f"in n_ctx={lm.n_ctx}")
+    return prompt
+
+
+def reset(lm: LoadedModel) -> None:
+    """Before a repetition: llama-cpp-python's token count to 0, the KV cache cleared (no prefix
+    reuse), llama.cpp's perf counters reset (they give prompt_eval_ms and engine_eval_ms)."""
+    lc = _llama_cpp()
+    ctx = lm.llm._ctx.ctx
+    lm.llm.reset()
+    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+    lc.llama_perf_context_reset(ctx)
+
+
 def generate(lm: LoadedModel, *, text: str | None, tokens: Sequence[int] | None, add_bos: bool,
              sampling: SamplingConfig, seed: int, max_tokens: int, ignore_eos: bool) -> RawRep:
     """One timed repetition on the Python path. The KV cache is cleared first (no prefix reuse),
@@ -263,20 +290,13 @@ def generate(lm: LoadedModel, *, text: str | None, tokens: Sequence[int] | None,
     lc = _llama_cpp()
     llm = lm.llm
     ctx = llm._ctx.ctx
-    llm.reset()  # n_tokens = 0 and llama_memory_clear: nothing of the previous repetition survives
-    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
-    lc.llama_perf_context_reset(ctx)
+    reset(lm)
     chain, _keep = _sampler(lm, sampling, seed, ignore_eos)
     vocab = lc.llama_model_get_vocab(llm._model.model)
     try:
         t_request = time.perf_counter_ns()
-        prompt = list(tokens) if tokens is not None else lm.tokenize(text or "", add_bos)
+        prompt = prompt_tokens(lm, text, tokens, add_bos, max_tokens)
         n_prompt = len(prompt)
-        if n_prompt == 0:
-            raise EngineError("empty prompt")
-        if n_prompt + max_tokens > lm.n_ctx:
-            raise PromptTooLong(f"prompt of {n_prompt} tokens + {max_tokens} to generate does not fit "
-                                f"in n_ctx={lm.n_ctx}")
         arr = (lc.llama_token * n_prompt)(*prompt)
         step = lm.key.n_batch
         size = ctypes.sizeof(lc.llama_token)
@@ -286,14 +306,23 @@ def generate(lm: LoadedModel, *, text: str | None, tokens: Sequence[int] | None,
             rc = lc.llama_decode(ctx, lc.llama_batch_get_one(ptr, m))
             if rc != 0:
                 raise EngineError(f"llama_decode failed on the prompt (code {rc})")
+        # llama_decode may return before an asynchronous backend (CUDA) has finished; waiting here
+        # keeps that compute out of the sampling time (the native path does the same).
+        sync = lc.llama_synchronize
+        sync(ctx)
         t_prefill = time.perf_counter_ns()
         ids: list[int] = []
         stamps: list[int] = []
+        sample_ns: list[int] = []
         one = (lc.llama_token * 1)()
         now = time.perf_counter_ns
+        sample = lc.llama_sampler_sample
         for i in range(max_tokens):
-            tok = lc.llama_sampler_sample(chain, ctx, -1)
-            stamps.append(now())
+            t0 = now()
+            tok = sample(chain, ctx, -1)
+            t1 = now()
+            stamps.append(t1)
+            sample_ns.append(t1 - t0)
             ids.append(tok)
             if i == max_tokens - 1 or (not ignore_eos and lc.llama_vocab_is_eog(vocab, tok)):
                 break
@@ -301,12 +330,19 @@ def generate(lm: LoadedModel, *, text: str | None, tokens: Sequence[int] | None,
             rc = lc.llama_decode(ctx, lc.llama_batch_get_one(one, 1))
             if rc != 0:
                 raise EngineError(f"llama_decode failed at generated token {i} (code {rc})")
+            sync(ctx)
         perf = lc.llama_perf_context(ctx)
     finally:
         lc.llama_sampler_free(chain)
     return RawRep(
         t_request_ns=t_request, t_prefill_end_ns=t_prefill, token_ids=tuple(ids), token_ns=tuple(stamps),
-        n_prompt_tokens=n_prompt,
+        n_prompt_tokens=n_prompt, sample_ns=tuple(sample_ns), **perf_fields(perf),
+    )
+
+
+def perf_fields(perf) -> dict:
+    """RawRep's engine counters from llama_perf_context (reset before the repetition)."""
+    return dict(
         engine_prompt_eval_ms=float(perf.t_p_eval_ms) if perf.n_p_eval > 0 else None,
         engine_n_prompt_eval=int(perf.n_p_eval),
         engine_eval_ms=float(perf.t_eval_ms) if perf.n_eval > 0 else None,

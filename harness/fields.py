@@ -71,6 +71,7 @@ FIELDS: tuple[Field, ...] = (
     *_stat("prompt_eval_ms", "prefill ms", "{:.1f}", False),
     *_stat("prefill_tps", "prefill tok/s", "{:.0f}"),
     *_stat("decode_tps", "decode tok/s", "{:.1f}"),
+    *_stat("decode_engine_tps", "decode tok/s (engine)", "{:.1f}", False),
     *_stat("e2e_ms", "e2e ms", "{:.0f}", False),
     *_stat("itl_p50_ms", "ITL p50 ms (per rep)", "{:.2f}", False),
     _f("decode_tps_weighted", "aggregates.decode_tps_weighted", "decode tok/s (weighted)", "{:.1f}"),

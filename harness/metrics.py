@@ -6,6 +6,9 @@ Definitions (docs/metrics.md is the glossary; all clocks are time.perf_counter_n
   itl_ms[i]  = t_i - t_{i-1}
   e2e_ms     = t_last - t_request; e2e_tps   = n_gen / e2e_s
   prefill_tps = n_prompt / prompt_eval_s      (prompt_eval_ms: the engine's own prefill time)
+  decode_engine_ms  = time inside llama_decode of the decode steps (native: its per-token clock;
+                      python: llama_perf_context's t_eval_ms); decode_engine_tps = (n_gen - 1) / it
+  sampling_ms = mean time per token inside llama_sampler_sample
 Aggregates are derived from the raw per-repetition values, never stored instead of them.
 """
 
@@ -22,6 +25,11 @@ NS_PER_MS = 1_000_000
 # The per-repetition metrics that are aggregated per run, in display order.
 AGGREGATED = ("ttft_ms", "prompt_eval_ms", "prefill_tps", "decode_ms", "decode_tps", "e2e_ms",
               "e2e_tps", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms", "itl_max_ms")
+# Aggregated too, but added after schema-1 records were first written: records of older harness
+# versions have no such values, so their aggregates carry no entry (rather than a null one).
+AGGREGATED_OPTIONAL = ("decode_engine_tps",)
+# Per-repetition values added later: written only when known, so older records round-trip unchanged.
+OPTIONAL_REP_FIELDS = ("decode_engine_ms", "decode_engine_tps", "sampling_ms")
 
 
 @dataclass(frozen=True)
@@ -46,9 +54,17 @@ class RepMetrics:
     eval_count: int  # generated tokens
     eval_duration: int | None  # t_last - t_request - prompt_eval: the generation phase
     total_duration: int | None  # t_request .. t_last (load excluded: load_duration is per run)
+    # Engine/sampling split of the decode phase (OPTIONAL_REP_FIELDS):
+    decode_engine_ms: float | None = None  # in llama_decode, the n_gen - 1 decode steps
+    decode_engine_tps: float | None = None  # (n_gen - 1) / decode_engine_s
+    sampling_ms: float | None = None  # mean per generated token
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k in OPTIONAL_REP_FIELDS:
+            if d[k] is None:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "RepMetrics":
@@ -60,8 +76,10 @@ def _pct(values: np.ndarray, q: float) -> float | None:
 
 
 def rep_metrics(rep: int, t_request_ns: int, token_ns: Sequence[int], n_prompt_tokens: int,
-                prompt_eval_ms: float | None) -> RepMetrics:
-    """Metrics of one repetition from absolute timestamps (ns) of the request and of each token."""
+                prompt_eval_ms: float | None, *, decode_engine_ms: float | None = None,
+                sampling_ms: float | None = None) -> RepMetrics:
+    """Metrics of one repetition from absolute timestamps (ns) of the request and of each token,
+    and (optional) the engine time of its decode steps and the mean sampling time per token."""
     t = np.asarray(token_ns, dtype=np.int64)
     n = int(t.size)
     if n and (t[0] < t_request_ns or np.any(np.diff(t) < 0)):
@@ -71,6 +89,7 @@ def rep_metrics(rep: int, t_request_ns: int, token_ns: Sequence[int], n_prompt_t
     decode = (t[-1] - t[0]) / NS_PER_MS if n >= 2 else None
     itl = np.diff(t) / NS_PER_MS
     pe = prompt_eval_ms if prompt_eval_ms and prompt_eval_ms > 0 else None
+    de = decode_engine_ms if n >= 2 and decode_engine_ms and decode_engine_ms > 0 else None
     return RepMetrics(
         rep=rep,
         n_prompt_tokens=n_prompt_tokens,
@@ -91,6 +110,9 @@ def rep_metrics(rep: int, t_request_ns: int, token_ns: Sequence[int], n_prompt_t
         eval_count=n,
         eval_duration=int(round((e2e - pe) * NS_PER_MS)) if (e2e is not None and pe and e2e > pe) else None,
         total_duration=int(t[-1] - t_request_ns) if n else None,
+        decode_engine_ms=de,
+        decode_engine_tps=((n - 1) / (de / 1e3)) if de else None,
+        sampling_ms=sampling_ms if n else None,
     )
 
 
@@ -144,6 +166,10 @@ def aggregate(reps: Sequence[RepMetrics], itl_ms: Sequence[Sequence[float]] = ()
     for name in AGGREGATED:
         s = summarize(getattr(r, name) for r in reps)
         out[name] = s.to_dict() if s else None
+    for name in AGGREGATED_OPTIONAL:
+        s = summarize(getattr(r, name) for r in reps)
+        if s:
+            out[name] = s.to_dict()
     dec = [(r.n_gen_tokens - 1, r.decode_ms) for r in reps if r.decode_ms]
     total_s = sum(ms for _, ms in dec) / 1e3
     out["decode_tps_weighted"] = (sum(n for n, _ in dec) / total_s) if total_s > 0 else None

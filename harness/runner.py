@@ -43,8 +43,12 @@ def preflight(cfg_dict: dict, *, gpu_offload_supported: bool | None = None):
 
     rc = validate(cfg_dict)
     if rc.bench.timing == "native":
-        raise ConfigError("bench.timing", "native",
-                          "is not available: the native timing library is not built (use auto or python)")
+        from . import native
+
+        st = native.status()
+        if not st.usable:
+            raise ConfigError("bench.timing", "native",
+                              f"is not available: {st.reason}; use bench.timing=auto or python")
     if rc.telemetry.nvml == "on":
         from .telemetry.session import check
 
@@ -172,8 +176,10 @@ def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> N
     model_prov = plan.gguf.to_dict()
     model_prov.pop("metadata", None)
     model_prov["sha256"] = sha256_file(Path(plan.model_path))
-    rec = state["record"] = replace(state["record"], timing_path="python",
-                                    provenance=provenance.collect(engine.engine_info(), "python", model_prov))
+    timing, native_status, generate = _timing_path(rc.bench.timing)
+    prov = provenance.collect(engine.engine_info(), timing, model_prov)
+    prov["native"] = {**native_status, "requested": rc.bench.timing}
+    rec = state["record"] = replace(state["record"], timing_path=timing, provenance=prov)
     with _phase("load"):
         t0 = sampler.sample()
         lm, reused = engine.load(plan)
@@ -209,7 +215,7 @@ def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> N
             with sampler.window("warmup"):
                 for i in range(b.warmup):
                     progress.rep(rec.job_name, "warmup", i + 1, b.warmup, None)
-                    engine.generate(lm, seed=s.seed + 1_000_000 + i, **gen)
+                    generate(lm, seed=s.seed + 1_000_000 + i, **gen)
     reps: list[Repetition] = []
     token_rows: list[tuple] = state["tokens"]
     prev_end = None
@@ -218,12 +224,13 @@ def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> N
             start = sampler.sample()
             if prev_end is not None:
                 sampler.add_window("idle", prev_end, start)
-            raw = engine.generate(lm, seed=s.seed + r, **gen)
+            raw = generate(lm, seed=s.seed + r, **gen)
             prev_end = sampler.sample()
             if raw.token_ns:
                 sampler.add_window("prefill", raw.t_request_ns, raw.token_ns[0])
                 sampler.add_window("decode", raw.token_ns[0], raw.token_ns[-1], tokens=len(raw.token_ns) - 1)
-            m = rep_metrics(r, raw.t_request_ns, raw.token_ns, raw.n_prompt_tokens, raw.engine_prompt_eval_ms)
+            m = rep_metrics(r, raw.t_request_ns, raw.token_ns, raw.n_prompt_tokens, raw.engine_prompt_eval_ms,
+                            **_engine_split(raw))
             itl = tuple((b_ - a) / 1e6 for a, b_ in zip(raw.token_ns, raw.token_ns[1:]))
             reps.append(Repetition(metrics=m, seed=s.seed + r,
                                    t_prefill_end_ms=(raw.t_prefill_end_ns - raw.t_request_ns) / 1e6,
@@ -238,6 +245,33 @@ def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> N
     agg = aggregate([x.metrics for x in reps], [x.itl_ms for x in reps])
     state["result"] = replace(rec, status="ok", ended_at=_now(), warmup_done=b.warmup,
                               repetitions=tuple(reps), aggregates=agg)
+
+
+def _timing_path(requested: str):
+    """(timing path, native library status for provenance, generate function) for bench.timing.
+    auto uses the native library when it is usable and says why not otherwise."""
+    from . import engine, native
+
+    st = native.status()
+    if requested == "native" and not st.usable:  # checked in preflight; the library changed since
+        raise native.NativeUnavailable(st.reason)
+    if requested == "python" or not st.usable:
+        if requested == "auto" and "native" not in _WARNED:
+            _WARNED.add("native")
+            log.warning("timing path: python (native library unusable: %s)", st.reason)
+        return "python", st.to_dict(), engine.generate
+    return "native", st.to_dict(), native.generate
+
+
+def _engine_split(raw) -> dict:
+    """Engine time of the decode steps and mean sampling time per token, from the native path's
+    per-token clocks or (python path) llama.cpp's perf counter and the Python-side sampling clock."""
+    if raw.decode_ns is not None:
+        decode = sum(raw.decode_ns[1:]) / 1e6 if len(raw.decode_ns) > 1 else None
+    else:
+        decode = raw.engine_eval_ms
+    sampling = sum(raw.sample_ns) / len(raw.sample_ns) / 1e6 if raw.sample_ns else None
+    return {"decode_engine_ms": decode, "sampling_ms": sampling}
 
 
 def _write_telemetry(job_dir: Path, sampler) -> None:

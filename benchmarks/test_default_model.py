@@ -1,0 +1,26 @@
+"""Regression checks on the default model (Gemma 3 270M Q4_K_M) through the `harness_bench` fixture.
+
+    pytest benchmarks/test_default_model.py --benchmark-autosave            # save a baseline
+    pytest benchmarks/test_default_model.py --benchmark-compare --benchmark-compare-fail=mean:10%
+
+pytest-benchmark's time per round is one generate call (prefill + all max_tokens tokens, seconds);
+decode_tps, ttft_ms, prefill_tps, e2e_ms etc. are in each benchmark's extra_info.
+"""
+
+from __future__ import annotations
+
+REPS = ("bench.repetitions=5", "bench.warmup=1")
+
+
+def test_short_chat_decode64(harness_bench):
+    """A short chat turn (chat template applied), 64 generated tokens (fixed length)."""
+    info = harness_bench("workload=short_chat", "workload.max_tokens=64", *REPS)
+    assert info["n_gen_tokens"] == 64
+    assert info["decode_tps"] > 0 and info["ttft_ms"] > 0
+
+
+def test_pp512_tg128(harness_bench):
+    """llama-bench's default tests in one call: 512 random prompt tokens, then 128 generated."""
+    info = harness_bench("workload=pp512_tg128", "runtime.n_ctx=1024", *REPS)
+    assert info["n_prompt_tokens"] == 512 and info["n_gen_tokens"] == 128
+    assert info["prefill_tps"] > 0 and info["decode_tps"] > 0

@@ -1,0 +1,101 @@
+"""The pytest plugin end to end: a benchmark written with `harness_bench` runs in a pytest
+subprocess (so the installed `pytest11` entry point loads, as it does for users), on the real
+default model, and its pytest-benchmark JSON carries the harness's metrics and machine info."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+pytestmark = pytest.mark.slow
+
+# pytester points HOME at its temporary directory; the default model file and the harness's sha256
+# cache live under the real HOME, so the subprocess gets it back (or it would re-assemble 250 MB).
+_HOME = os.environ.get("HOME")
+
+TINY = ("workload.max_tokens=8", "bench.repetitions=3", "bench.warmup=1", "runtime.n_ctx=256")
+
+BENCH_FILE = f"""
+def test_tiny(harness_bench):
+    info = harness_bench({", ".join(repr(o) for o in TINY)})
+    assert info["n_gen_tokens"] == 8
+"""
+
+
+@pytest.fixture
+def bench_dir(pytester, monkeypatch, model_path):
+    if _HOME:
+        monkeypatch.setenv("HOME", _HOME)
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    pytester.makepyfile(test_tiny=BENCH_FILE)
+    return pytester
+
+
+def test_json_has_harness_metrics_and_machine_info(bench_dir):
+    result = bench_dir.runpytest_subprocess("--benchmark-json=out.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    doc = json.loads((bench_dir.path / "out.json").read_text())
+    (bench,) = doc["benchmarks"]
+    assert bench["stats"]["rounds"] == 3
+    assert len(bench["stats"]["data"]) == 3 and min(bench["stats"]["data"]) > 0
+    extra = bench["extra_info"]
+    assert extra["decode_tps"] > 0 and extra["decode_tps_weighted"] > 0
+    assert extra["ttft_ms"] > 0 and extra["e2e_ms"] > extra["ttft_ms"]
+    assert extra["n_gen_tokens"] == 8
+    assert "energy_per_token_j" in extra and extra["energy_per_token_j"] is None
+    assert extra["overrides"] == list(TINY)
+    eff = extra["effective"]
+    assert isinstance(eff["n_gpu_layers_effective"], int)
+    assert eff["n_ctx_effective"] == 256 and "warnings" not in eff
+    # The timed round is one generate call: its wall time covers the harness's own e2e (ms).
+    assert bench["stats"]["mean"] * 1e3 >= extra["e2e_ms"]
+    h = doc["machine_info"]["harness"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", h["engine"]["llama_cpp_python"])
+    assert isinstance(h["engine"]["gpu_offload_supported"], bool)
+    assert re.fullmatch(r"[0-9a-f]{64}", h["model_sha256"])
+    assert h["timing_path"] in ("python", "native")
+    assert h["gpu"] is None or h["gpu"]["names"]
+
+
+def test_bad_override_fails_with_one_line(bench_dir):
+    bench_dir.makepyfile(test_tiny="""
+def test_bad(harness_bench):
+    harness_bench("runtime.n_ctx=-5")
+""")
+    result = bench_dir.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "runtime.n_ctx: must be a positive integer, got -5" in out
+    assert "Traceback" not in out and "llama_cpp" not in out
+
+
+def test_autosave_then_compare_fail_threshold(bench_dir):
+    saved = bench_dir.runpytest_subprocess("--benchmark-autosave", "-p", "no:cacheprovider")
+    saved.assert_outcomes(passed=1)
+    assert list(bench_dir.path.glob(".benchmarks/*/0001_*.json"))
+    compared = bench_dir.runpytest_subprocess("--benchmark-compare", "--benchmark-compare-fail=mean:1000%",
+                                              "-p", "no:cacheprovider")
+    out = compared.stdout.str() + compared.stderr.str()
+    assert compared.ret == 0, out
+    # pytest-benchmark reports the comparison on stderr and its table (with the saved run) on stdout.
+    compared.stderr.fnmatch_lines(["*Comparing against benchmarks from*0001_*"])
+    table = compared.stdout.str()  # rows sorted by time: either may come first
+    assert "test_tiny (0001_" in table and "test_tiny (NOW)" in table
+    assert "Performance has regressed" not in out
+
+
+def test_skips_without_llama_cpp(bench_dir):
+    # `python -m pytest` puts the test directory first on sys.path: this module shadows llama_cpp.
+    bench_dir.makepyfile(llama_cpp="raise ImportError('simulated: llama_cpp is not installed')",
+                         test_plain="def test_plain(benchmark):\n    benchmark(sum, [1, 2])\n")
+    result = bench_dir.runpytest_subprocess("-rs", "--benchmark-json=out.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1, passed=1)
+    # machine_info is still written (a plain benchmark ran), without the engine block.
+    result.stdout.fnmatch_lines(["*harness_bench needs llama-cpp-python*simulated: llama_cpp is not installed*"])
+    h = json.loads((bench_dir.path / "out.json").read_text())["machine_info"]["harness"]
+    assert h["engine"] is None and re.fullmatch(r"[0-9a-f]{64}", h["model_sha256"])
