@@ -6,7 +6,7 @@ PYTEST    := $(VENV)/bin/pytest
 SWEEP     ?= quick
 ARGS      ?=
 
-.PHONY: setup native run test test-unit bench doctor clean distclean
+.PHONY: setup native run test test-unit bench bench-llama doctor clean distclean
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +36,10 @@ test-unit: setup
 
 bench: setup
 	$(PYTEST) benchmarks $(ARGS)
+
+# llama.cpp's llama-bench, built from the source the installed llama-cpp-python vendors (once).
+bench-llama: setup
+	@bash scripts/build_llama_bench.sh
 
 doctor: setup
 	$(HARNESS) doctor
