@@ -67,6 +67,7 @@ class SweepIndex(Callback):
         d = Path(config.hydra.sweep.dir)
         d.mkdir(parents=True, exist_ok=True)
         sweepindex.mark_started(d, list(config.hydra.overrides.task))
+        LAST["sweep_dir"] = d  # known from now on, so an interrupt can mark the sweep
         progress.start(n)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
@@ -84,6 +85,7 @@ class SweepIndex(Callback):
         d = Path(config.hydra.run.dir).parent
         d.mkdir(parents=True, exist_ok=True)
         sweepindex.mark_started(d, list(config.hydra.overrides.task))
+        LAST["sweep_dir"] = d
 
     def on_run_end(self, config: Any, **kwargs: Any) -> None:
         from . import sweepindex

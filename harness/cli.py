@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 USAGE = """\
@@ -79,9 +80,20 @@ def cmd_run(args: list[str]) -> int:
     task = hydra.main(version_base="1.3", config_path=hydra_conf.conf_dir(), config_name="config")(runner.run_point)
     saved = sys.argv
     sys.argv = ["harness run", *args]
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         task()
+    except KeyboardInterrupt as e:
+        # SIGINT or SIGTERM: the point being measured has no run.json (writes are atomic, so it
+        # is simply missing and a re-run measures it); finished points stay; the sweep says so.
+        code = 143 if isinstance(e, Terminated) else 130
+        from . import progress
+
+        progress.stop()
+        _mark_interrupted(LAST.get("sweep_dir"), "SIGTERM" if code == 143 else "SIGINT")
+        return code
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sys.argv = saved
         from . import engine
 
@@ -101,6 +113,25 @@ def cmd_run(args: list[str]) -> int:
             print(f"report: not written: {type(e).__name__}: {e}", file=sys.stderr)
     print(f"{t['ok']} ok, {t['failed']} failed, {t['skipped']} skipped")
     return 1 if t["failed"] else 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so every finally block and atomic write completes."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _mark_interrupted(sweep_dir, how: str) -> None:
+    from . import runner, sweepindex
+
+    t = runner.TALLY
+    if sweep_dir is not None:
+        sweepindex.rebuild(sweep_dir, state="interrupted", last_invocation=dict(t))
+    print(f"interrupted ({how}): {t['ok']} ok, {t['failed']} failed, {t['skipped']} skipped"
+          + (f"; re-run with sweep_name={sweep_dir.name} to finish the missing points" if sweep_dir else ""),
+          file=sys.stderr)
 
 
 def _print_summary(sweep_dir, rows: list[dict]) -> None:
