@@ -62,19 +62,8 @@ else
 fi
 [[ "$version" =~ ^[0-9A-Za-z.+_-]+$ ]] || die "cannot make sense of the installed llama-cpp-python version '$version'"
 
-# --- variant and CPU key: the same rules (and key) as scripts/setup.sh ------------------------------
-if [[ -n "${HARNESS_CUDA:-}" ]]; then
-    case "$HARNESS_CUDA" in
-        1) variant=cuda ;;
-        0) variant=cpu ;;
-        *) die "HARNESS_CUDA: must be 0 or 1, got '$HARNESS_CUDA'" ;;
-    esac
-elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
-    variant=cuda
-else
-    variant=cpu
-fi
-cpu_key=$( (grep -m1 -E '^(model name|flags)' /proc/cpuinfo 2>/dev/null; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; uname -m) | sha256sum | cut -c1-12)
+# --- variant and CPU key: the same rules (and key) as scripts/setup.sh -------------------------------
+source scripts/variant.sh  # (cwd is the checkout root here)
 
 dir="$CACHE/llama-bench-${version}-${variant}-${cpu_key}"
 bin="$dir/build/bin/llama-bench"

@@ -30,24 +30,11 @@ build_native() {
     fi
 }
 
-# --- which engine build: detect the GPU, not the compiler -------------------------------------
-if [[ -n "${HARNESS_CUDA:-}" ]]; then
-    case "$HARNESS_CUDA" in
-        1) variant=cuda ;;
-        0) variant=cpu ;;
-        *) echo "setup: HARNESS_CUDA: must be 0 or 1, got '$HARNESS_CUDA'" >&2; exit 2 ;;
-    esac
-elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
-    variant=cuda
-else
-    variant=cpu
-fi
-
-# A CPU build is tuned to this processor (GGML_NATIVE), so the cache key names the CPU too.
-cpu_key=$( (grep -m1 -E '^(model name|flags)' /proc/cpuinfo 2>/dev/null; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; uname -m) | sha256sum | cut -c1-12)
+# --- which engine build: detect the GPU, not the compiler (variant, cpu_key) ---------------------
+source scripts/variant.sh
 build_key="llama-cpp-python-${LLAMA_CPP_VERSION}-${variant}-${cpu_key}"
 
-stamp_inputs=$(cat pyproject.toml scripts/setup.sh; echo "$build_key")
+stamp_inputs=$(cat pyproject.toml scripts/setup.sh scripts/variant.sh; echo "$build_key")
 stamp_hash=$(printf '%s' "$stamp_inputs" | sha256sum | cut -c1-16)
 stamp="$VENV/.harness-setup-$stamp_hash"
 
