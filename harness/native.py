@@ -14,6 +14,7 @@ Location: $HARNESS_NATIVE_LIB, else native/build/libharness_native.so in the che
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import time
@@ -66,7 +67,13 @@ def installed_llama_h() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    st = path.stat()  # status() runs before every repetition: hash a given file version once
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 _LIBS: dict[str, ctypes.CDLL] = {}
