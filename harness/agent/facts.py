@@ -1,0 +1,197 @@
+"""The computed facts an analysis hands to the narrative: a compact Markdown table plus a few
+summary lines, and the same numbers as `Fact`s for the fact check.
+
+Only numbers that are written into the prompt become facts, so a row dropped to fit the model's
+context takes its facts with it. Rows are kept in order of interest (the best configurations and
+the Pareto front first, then the rest in table order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .factcheck import Fact
+
+# (configurations column, header, unit for the fact check, metric for ratios)
+COLUMNS = (
+    ("decode_tps_mean", "decode tok/s", "tok/s", "decode_tps"),
+    ("ttft_ms_mean", "TTFT ms", "ms", "ttft_ms"),
+    ("prefill_tps_mean", "prefill tok/s", "tok/s", "prefill_tps"),
+    ("itl_p99_ms_mean", "ITL p99 ms", "ms", "itl_p99_ms"),
+    ("e2e_ms_mean", "end-to-end ms", "ms", "e2e_ms"),
+    ("energy_per_token_j_mean", "J/token", "J/token", "energy_per_token_j"),
+    ("vram_used_mib_mean", "VRAM MiB", "MiB", "vram_used_mib"),
+    ("decode_tps_cv", "decode CV %", "fraction", "decode_tps_cv"),
+)
+OBJECTIVE_LABELS = {"max decode_tps": ("Best decode throughput", "decode_tps", "tok/s"),
+                    "min ttft_ms": ("Best TTFT", "ttft_ms", "ms"),
+                    "min energy_per_token_j": ("Lowest energy", "energy_per_token_j", "J/token")}
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line of the fact sheet and the facts it states."""
+
+    text: str
+    facts: tuple[Fact, ...] = ()
+
+
+@dataclass(frozen=True)
+class FactSheet:
+    summary: tuple[Line, ...]  # always given
+    headers: tuple[str, ...]
+    rows: tuple[Line, ...]  # one per configuration, most interesting first
+    table_order: tuple[int, ...] = field(default=())  # display order of rows (indices into rows)
+
+    def render(self, n_rows: int | None = None) -> str:
+        """The fact sheet with the first `n_rows` configuration rows (all by default)."""
+        keep = self._kept(n_rows)
+        out = [x.text for x in self.summary]
+        if keep:
+            out += ["", "| " + " | ".join(self.headers) + " |", "|" + "|".join("---" for _ in self.headers) + "|"]
+            out += [self.rows[i].text for i in keep]
+            if len(keep) < len(self.rows):
+                out.append(f"({len(self.rows) - len(keep)} more configurations not shown)")
+        return "\n".join(out)
+
+    def facts(self, n_rows: int | None = None) -> tuple[Fact, ...]:
+        """The facts stated by `render(n_rows)`."""
+        out = [f for x in self.summary for f in x.facts]
+        for i in self._kept(n_rows):
+            out += self.rows[i].facts
+        return tuple(out)
+
+    def _kept(self, n_rows: int | None) -> list[int]:
+        n = len(self.rows) if n_rows is None else max(0, min(n_rows, len(self.rows)))
+        chosen = set(range(n))
+        order = self.table_order or tuple(range(len(self.rows)))
+        return [i for i in order if i in chosen]
+
+
+def fmt(v, unit: str | None = None) -> str:
+    """A value as shown to the model (the report's number format; fractions as percentages)."""
+    from ..report.build import _num
+
+    if unit == "fraction":
+        return f"{v * 100:.1f}"
+    return _num(float(v)) if isinstance(v, float) else _num(v)
+
+
+def _v(row: dict, key: str):
+    from ..report.build import _val
+
+    return _val(row, key)
+
+
+def _param_facts(row: dict, params: list[str], label: str) -> tuple[str, list[Fact]]:
+    parts, facts = [], []
+    for p in params:
+        v = _v(row, p)
+        if v is None:
+            continue
+        parts.append(f"{p}={fmt(v)}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            facts.append(Fact(f"{label} {p}", float(v), None, p))
+    return ", ".join(parts) or "default configuration", facts
+
+
+def build_facts(an) -> FactSheet:
+    """The fact sheet of an analysis."""
+    from ..report.build import shown_params
+
+    configs = an.configs
+    params = shown_params(an)
+    records = configs.to_dict("records")
+    summary: list[Line] = []
+    first = records[0] if records else {}
+    summary.append(Line(f"Model: {_v(first, 'model') or 'unknown'}; engine: {_v(first, 'engine') or 'unknown'}; "
+                        f"hardware: {_v(first, 'hardware') or 'unknown'}."))
+    n_ok = len(an.ok)
+    n_failed = int((an.samples["status"] == "failed").sum())
+    summary.append(Line(f"Configurations: {len(records)}; samples: {n_ok} ok, {n_failed} failed.",
+                        (Fact("configurations", float(len(records))), Fact("ok samples", float(n_ok)),
+                         Fact("failed samples", float(n_failed)))))
+    interesting: list[int] = []
+    for group, objectives in (an.best or {}).items():
+        for objective, row in objectives.items():
+            label, metric, unit = OBJECTIVE_LABELS.get(objective, (objective, objective.split()[-1], None))
+            mean, lo, hi = (_v(row, f"{metric}_{s}") for s in ("mean", "ci95_low", "ci95_high"))
+            if mean is None:
+                continue
+            where, pf = _param_facts(row, params, label)
+            text = f"{label}: {fmt(mean)} {unit or ''}".rstrip()
+            facts = [Fact(label, float(mean), unit, metric), *pf]
+            if lo is not None and hi is not None:
+                text += f" (95% CI {fmt(lo)}-{fmt(hi)})"
+                facts += [Fact(f"{label} CI low", float(lo), unit, metric),
+                          Fact(f"{label} CI high", float(hi), unit, metric), Fact("confidence level", 95.0, "%")]
+            summary.append(Line(f"{text} with {where}" + ("" if _v(row, "clear") in (None, True)
+                                                         else " (not distinguishable from the runner-up)") + ".",
+                                tuple(facts)))
+            interesting += [i for i, r in enumerate(records) if r.get("effective_id") == row.get("effective_id")
+                            and all(_same(r.get(p), row.get(p)) for p in params)]
+    for e in an.effect_summary:
+        big = e.get("largest_rel_diff")
+        if big is None or big != big:
+            continue
+        verdict = e.get("verdict", "")
+        summary.append(Line(f"Effect of {e['param']} on {e['metric']}: {verdict} (largest difference "
+                            f"{abs(big) * 100:.1f}%).",
+                            (Fact(f"effect of {e['param']} on {e['metric']}", abs(big), "fraction"),)))
+    noisy = int(configs["noisy"].sum()) if "noisy" in configs else 0
+    if noisy:
+        summary.append(Line(f"Noisy configurations (decode or TTFT CV > 5%, or fewer than 3 samples): "
+                            f"{noisy} of {len(records)}.", (Fact("noisy configurations", float(noisy)),
+                                                             Fact("noise threshold", 5.0, "%"),
+                                                             Fact("minimum samples", 3.0))))
+    cols = [c for c in COLUMNS if c[0] in configs and configs[c[0]].notna().any()]
+    headers = ("#", *params, "n", *(c[1] for c in cols))
+    rows: list[Line] = []
+    for i, r in enumerate(records, 1):
+        cells, facts = [str(i)], [Fact(f"config {i}", float(i))]
+        for p in params:
+            v = _v(r, p)
+            cells.append(fmt(v) if v is not None else "-")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                facts.append(Fact(f"config {i} {p}", float(v), None, p))
+        n = _v(r, "n_samples")
+        cells.append(fmt(n) if n is not None else "-")
+        if n is not None:
+            facts.append(Fact(f"config {i} samples", float(n)))
+        for col, _, unit, metric in cols:
+            v = _v(r, col)
+            cells.append(fmt(v, unit) if v is not None else "-")
+            if v is not None:
+                facts.append(Fact(f"config {i} {metric}", float(v), unit, metric))
+        rows.append(Line("| " + " | ".join(cells) + " |", tuple(facts)))
+    pareto = []
+    if an.pareto is not None and len(an.pareto):
+        ids = set(an.pareto["effective_id"]) if "effective_id" in an.pareto else set()
+        pareto = [i for i, r in enumerate(records) if r.get("effective_id") in ids]
+    priority = list(dict.fromkeys(interesting + pareto + list(range(len(records)))))
+    return FactSheet(summary=tuple(summary), headers=headers, rows=tuple(rows[i] for i in priority),
+                     table_order=tuple(sorted(range(len(priority)), key=lambda k: priority[k])))
+
+
+def _same(a, b) -> bool:
+    try:
+        return a == b or (a != a and b != b)
+    except (TypeError, ValueError):
+        return False
+
+
+def fit(sheet: FactSheet, render_prompt: Callable[[str], str], count_tokens: Callable[[str], int],
+        budget: int) -> tuple[str, int]:
+    """The prompt with as many configuration rows as fit in `budget` tokens: (prompt, rows kept).
+    Raises ValueError when not even the summary lines fit."""
+    lo, hi = 0, len(sheet.rows)
+    if count_tokens(render_prompt(sheet.render(0))) > budget:
+        raise ValueError(f"the fact summary alone needs more than {budget} prompt tokens")
+    while lo < hi:  # the largest n whose prompt fits (token count grows with n)
+        mid = (lo + hi + 1) // 2
+        if count_tokens(render_prompt(sheet.render(mid))) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return render_prompt(sheet.render(lo)), lo

@@ -1,0 +1,200 @@
+"""The report's narrative: a local model, as InsightAgent, writes it from the computed facts, and
+every figure it writes is checked against those facts.
+
+    setup = prepare(["model=gemma3_1b", "sampling.temperature=0.2"])   # ConfigError before any load
+    result = run_agent(analysis, out_dir=report_dir / "agent", setup=setup)
+    result.text, result.check.header(), result.metrics["decode_tps"]
+
+`run_agent(analysis, cfg_overrides, out_dir)` is the whole step: config (the `agent` group plus
+the usual model/runtime/sampling groups), facts, prompt sized to the context, one measured
+generation recorded as a run (out_dir/run.json, tokens.csv, telemetry.csv), the text
+(out_dir/narrative.md) and its fact check (out_dir/factcheck.json).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+from ..config import ConfigError
+from .factcheck import CheckResult, check, mark
+
+AGENT_GROUP = "+agent=default"
+_AGENT_KEYS = ("max_tokens", "min_rows", "system", "task")
+
+# The agent's metrics in the report's workflow summary: (key, label, unit).
+WORKFLOW_METRICS = (("decode_tps", "Throughput", "tok/s"), ("ttft_ms", "TTFT", "ms"),
+                    ("total_duration_ms", "Total Duration", "ms"), ("n_gen_tokens", "Tokens Generated", ""),
+                    ("prompt_eval_ms", "Prompt Eval", "ms"), ("eval_duration_ms", "Eval Duration", "ms"),
+                    ("load_ms", "Load Duration", "ms"))
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    max_tokens: int
+    min_rows: int
+    system: str
+    task: str
+
+
+@dataclass(frozen=True)
+class AgentSetup:
+    """A validated, planned agent run: nothing is loaded yet."""
+
+    cfg: dict  # the composed config
+    agent: AgentConfig
+    rc: object  # config.RunConfig
+    plan: object  # plan.Plan
+    overrides: tuple[str, ...]
+
+    @property
+    def model(self) -> str:
+        return self.rc.model.name
+
+
+@dataclass
+class AgentResult:
+    status: str  # ok | failed
+    model: str
+    text: str  # the generated narrative ("" when the run failed)
+    check: CheckResult | None
+    record: dict  # the agent run's run.json
+    metrics: dict  # WORKFLOW_METRICS keys -> value (None when not measured)
+    run_dir: Path
+    rows_given: int = 0  # configuration rows of the facts table that fitted in the prompt
+    rows_total: int = 0
+    error: str | None = None
+    facts: tuple = field(default=(), repr=False)  # the Facts the text was checked against
+
+    @property
+    def marked_text(self) -> str:
+        return mark(self.text, self.check) if self.check is not None else self.text
+
+
+def agent_config(cfg: dict) -> AgentConfig:
+    """The `agent` section of a composed config, checked. Raises ConfigError naming the key."""
+    a = cfg.get("agent")
+    if not isinstance(a, dict):
+        raise ConfigError("agent", a, "must be a config group (mapping)")
+    for k in a:
+        if k not in _AGENT_KEYS:
+            raise ConfigError(f"agent.{k}", a[k], "is not a known key; known: " + ", ".join(sorted(_AGENT_KEYS)))
+    for k in ("max_tokens", "min_rows"):
+        v = a.get(k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "max_tokens" else 0):
+            raise ConfigError(f"agent.{k}", v, "must be a positive integer" if k == "max_tokens"
+                              else "must be a non-negative integer")
+    for k in ("system", "task"):
+        if not isinstance(a.get(k), str) or not a[k].strip():
+            raise ConfigError(f"agent.{k}", a.get(k), "must be a non-empty string")
+    if "{facts}" not in a["task"]:
+        raise ConfigError("agent.task", a["task"][:40] + "...", "must contain {facts} (where the facts go)")
+    return AgentConfig(max_tokens=a["max_tokens"], min_rows=a["min_rows"], system=a["system"], task=a["task"])
+
+
+def compose(overrides: Sequence[str]) -> dict:
+    """The agent's composed config; Hydra's composition errors become one-line ConfigErrors."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..hydra_conf import compose as hydra_compose
+
+    try:
+        return hydra_compose([AGENT_GROUP, *overrides])
+    except (HydraException, OmegaConfBaseException) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        bad = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in first), " ".join(overrides))
+        raise ConfigError("override", bad, f"cannot be applied ({first})") from e
+
+
+def prepare(cfg_overrides: Sequence[str] = ()) -> AgentSetup:
+    """Compose, validate and plan the agent run (model file resolved, nothing loaded). Raises
+    ConfigError for a bad value."""
+    from ..runner import preflight
+
+    cfg = compose(cfg_overrides)
+    ag = agent_config(cfg)
+    # The workload is the persona and its task; the facts are filled in once the model is loaded.
+    cfg["workload"] = {**cfg["workload"], "name": "insight_agent", "kind": "text", "system": ag.system,
+                       "prompt": ag.task, "max_tokens": ag.max_tokens, "prompt_tokens": None}
+    rc, plan = preflight({k: v for k, v in cfg.items() if k != "agent"})
+    return AgentSetup(cfg=cfg, agent=ag, rc=rc, plan=plan, overrides=tuple(cfg_overrides))
+
+
+def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str = "agent", *,
+              setup: AgentSetup | None = None) -> AgentResult:
+    """Write the narrative of `analysis` with the configured local model and fact-check it.
+
+    out_dir receives the run (run.json, tokens.csv, telemetry.csv), prompt.txt, narrative.md and
+    factcheck.json. A ConfigError (bad override) is raised before anything loads; a failure while
+    loading or generating is recorded in run.json and returned as status "failed"."""
+    from .. import store
+    from ..workload import build_prompt
+    from .facts import build_facts, fit
+    from .measure import measure_once
+
+    setup = setup or prepare(cfg_overrides)
+    out_dir = Path(out_dir)
+    ag, rc = setup.agent, setup.rc
+    sheet = build_facts(analysis)
+    given: dict = {"rows": 0}
+
+    def make_prompt(lm):
+        w = rc.workload
+
+        def count(user: str) -> int:
+            return build_prompt(replace(w, prompt=user), lm, rc.sampling.seed).n_tokens
+
+        budget = lm.n_ctx - ag.max_tokens
+        try:
+            user, rows = fit(sheet, lambda facts: ag.task.replace("{facts}", facts), count, budget)
+        except ValueError as e:
+            raise _too_long(f"{e} (runtime.n_ctx={lm.n_ctx}, agent.max_tokens={ag.max_tokens})") from e
+        if rows < min(ag.min_rows, len(sheet.rows)):
+            raise _too_long(f"only {rows} of {len(sheet.rows)} configuration rows fit in runtime.n_ctx={lm.n_ctx} "
+                            f"with agent.max_tokens={ag.max_tokens}; agent.min_rows={ag.min_rows}")
+        given["rows"] = rows
+        prompt = build_prompt(replace(w, prompt=user), lm, rc.sampling.seed)
+        cfg = {**setup.cfg, "workload": {**setup.cfg["workload"], "prompt": user}}
+        store.atomic_write_text(out_dir / "prompt.txt", prompt.text or "")
+        return prompt, cfg
+
+    measured = measure_once(rc, setup.plan, out_dir, make_prompt, cfg=setup.cfg, overrides=setup.overrides)
+    rec = measured.record.to_dict()
+    facts = sheet.facts(given["rows"])
+    result = AgentResult(status=measured.record.status, model=setup.model, text=measured.text, check=None,
+                         record=rec, metrics=workflow_metrics(rec), run_dir=out_dir, rows_given=given["rows"],
+                         rows_total=len(sheet.rows), facts=facts,
+                         error=(f"{measured.record.error.type}: {measured.record.error.message}"
+                                if measured.record.error else None))
+    if result.status == "ok":
+        result.check = check(result.text, facts)
+        store.atomic_write_text(out_dir / "narrative.md", result.text + "\n")
+        store.write_json(out_dir / "factcheck.json", result.check.to_dict()
+                         | {"facts_rows_given": result.rows_given, "facts_rows_total": result.rows_total})
+    return result
+
+
+def _too_long(msg: str) -> Exception:
+    from ..engine import PromptTooLong
+
+    return PromptTooLong(msg)
+
+
+def workflow_metrics(rec: dict) -> dict:
+    """The agent run's figures for the workflow summary, from its one timed repetition."""
+    reps = rec.get("repetitions") or []
+    r = reps[0] if reps else {}
+
+    def num(v, scale: float = 1.0):
+        return float(v) / scale if v is not None else None
+
+    load = rec.get("load") or {}
+    return {"decode_tps": num(r.get("decode_tps")), "ttft_ms": num(r.get("ttft_ms")),
+            "total_duration_ms": num(r.get("total_duration"), 1e6),
+            "n_gen_tokens": int(r["n_gen_tokens"]) if r.get("n_gen_tokens") is not None else None,
+            "prompt_eval_ms": num(r.get("prompt_eval_ms")),
+            "n_prompt_tokens": int(r["n_prompt_tokens"]) if r.get("n_prompt_tokens") is not None else None,
+            "eval_duration_ms": num(r.get("eval_duration"), 1e6), "load_ms": num(load.get("load_ms")),
+            "load_reused": load.get("reused")}
