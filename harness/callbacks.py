@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
-# The sweep folder and rows of the last index rebuilt in this process (for the CLI's summary).
-LAST: dict = {"sweep_dir": None, "rows": []}
+# The sweep folder, rows of the last index rebuilt in this process and what this invocation did
+# (counts), for the CLI's summary. `before` is the run_id of every job folder when it started.
+LAST: dict = {"sweep_dir": None, "rows": [], "counts": None, "before": None, "n_points": 0, "in_process": True}
 
 
 def sweep_points(config: Any) -> list[list[str]]:
@@ -53,42 +55,76 @@ def preflight_sweep(config: Any) -> int:
     return len(points)
 
 
-def _tally() -> dict:
+def in_process(config: Any) -> bool:
+    """Does the launcher run the jobs in this process (Hydra's basic launcher)? Others
+    (submitit, Ray) run each job in a process of its own, possibly on another host."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    return target.endswith("basic_launcher.BasicLauncher") or not target
+
+
+def invocation_counts(finished: bool = True) -> dict:
+    """What this invocation did: ok and failed from the job folders whose run.json is new since it
+    started (the same under every launcher: jobs of other processes or hosts write them), skipped
+    the points that wrote nothing (their earlier ok record stands). Before the end of a sweep
+    (an interrupt) skipped is known only for jobs that ran in this process."""
+    from . import store
     from .runner import TALLY
 
-    return dict(TALLY)
+    d, before = LAST.get("sweep_dir"), LAST.get("before")
+    if d is None or before is None:
+        return {k: TALLY[k] for k in ("ok", "failed", "skipped")}
+    ran = [r for p in store.job_dirs(d) if (r := store.read_run(p)) and r.get("run_id") != before.get(p.name)]
+    out = {k: sum(r.get("status") == k for r in ran) for k in ("ok", "failed")}
+    if finished:
+        out["skipped"] = max(0, LAST["n_points"] - len(ran))
+    else:
+        out["skipped"] = TALLY["skipped"] if LAST.get("in_process") else 0
+    return out
+
+
+def _started(d: Path, config: Any, n: int) -> None:
+    from . import store, sweepindex
+
+    d.mkdir(parents=True, exist_ok=True)
+    before = {p.name: (store.read_run(p) or {}).get("run_id") for p in store.job_dirs(d)}
+    sweepindex.mark_started(d, list(config.hydra.overrides.task))
+    # known from now on, so an interrupt can mark the sweep
+    LAST.update(sweep_dir=d, before=before, n_points=n, counts=None, in_process=in_process(config))
+
+
+def _ended(d: Path) -> None:
+    from . import sweepindex
+
+    counts = invocation_counts()
+    LAST.update(sweep_dir=d, counts=counts, rows=sweepindex.rebuild(d, last_invocation=counts))
 
 
 class SweepIndex(Callback):
+    """Runs in the launching process; the jobs may run elsewhere (submitit, Ray), so everything
+    here reads what the jobs wrote into their own folders."""
+
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        from . import progress, sweepindex
+        from . import progress
 
         n = preflight_sweep(config)
         d = Path(config.hydra.sweep.dir)
-        d.mkdir(parents=True, exist_ok=True)
-        sweepindex.mark_started(d, list(config.hydra.overrides.task))
-        LAST["sweep_dir"] = d  # known from now on, so an interrupt can mark the sweep
-        progress.start(n)
+        _started(d, config, n)
+        if LAST["in_process"]:
+            progress.start(n)
+        else:  # the jobs report in their own processes: their logs, not a live bar here
+            print(f"{n} points launched by {config.hydra.launcher._target_.rsplit('.', 1)[-1]}; "
+                  f"each job logs to {d}/<job>/run.log", file=sys.stderr, flush=True)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from . import progress, sweepindex
+        from . import progress
 
         progress.stop()
-        d = Path(config.hydra.sweep.dir)
-        LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d, last_invocation=_tally()),
-                    report_auto=bool(config.get("report", {}).get("auto", False)))
+        _ended(Path(config.hydra.sweep.dir))
+        LAST["report_auto"] = bool(config.get("report", {}).get("auto", False))
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        from . import sweepindex
-
         preflight_sweep(config)
-        d = Path(config.hydra.run.dir).parent
-        d.mkdir(parents=True, exist_ok=True)
-        sweepindex.mark_started(d, list(config.hydra.overrides.task))
-        LAST["sweep_dir"] = d
+        _started(Path(config.hydra.run.dir).parent, config, 1)
 
     def on_run_end(self, config: Any, **kwargs: Any) -> None:
-        from . import sweepindex
-
-        d = Path(config.hydra.run.dir).parent
-        LAST.update(sweep_dir=d, rows=sweepindex.rebuild(d, last_invocation=_tally()))
+        _ended(Path(config.hydra.run.dir).parent)

@@ -73,6 +73,7 @@ def cmd_run(args: list[str]) -> int:
     from .callbacks import LAST
 
     hydra_conf.register_resolvers()
+    LAST.update(sweep_dir=None, rows=[], counts=None, before=None)
     if not any(a.split("=", 1)[0].lstrip("+~") == "sweep_name" for a in args):
         # One timestamp for the whole invocation: each job composes its own config, and a
         # per-job ${now:} would scatter one sweep over several folders.
@@ -92,6 +93,13 @@ def cmd_run(args: list[str]) -> int:
         progress.stop()
         _mark_interrupted(LAST.get("sweep_dir"), "SIGTERM" if code == 143 else "SIGINT")
         return code
+    except SystemExit as e:
+        # Hydra reports an exception that escaped the launcher (a job process that died without
+        # a result: killed, out of memory, over its time limit) and exits 1. The points that
+        # finished stand; the index says the sweep stopped short.
+        if e.code not in (0, None, 2) and LAST.get("sweep_dir") is not None and LAST.get("counts") is None:
+            _mark_interrupted(LAST["sweep_dir"], "a job ended without a result")
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         sys.argv = saved
@@ -100,8 +108,9 @@ def cmd_run(args: list[str]) -> int:
         engine.unload()  # now, with llama.cpp's teardown log captured, not at interpreter exit
     if LAST["sweep_dir"] is not None:
         _print_summary(LAST["sweep_dir"], LAST["rows"])
-    t = runner.TALLY
-    if not t:
+    # What the jobs did, read from their folders: under submitit or Ray they ran in other processes.
+    t = LAST.get("counts")
+    if t is None:
         return 0  # --help, --cfg and friends: Hydra printed and ran nothing
     if LAST.get("report_auto") and LAST["sweep_dir"] is not None and t["ok"] + t["skipped"]:
         from .analysis_cli import write_report
@@ -124,9 +133,10 @@ def _terminate(signum, frame):
 
 
 def _mark_interrupted(sweep_dir, how: str) -> None:
-    from . import runner, sweepindex
+    from . import sweepindex
+    from .callbacks import invocation_counts
 
-    t = runner.TALLY
+    t = invocation_counts(finished=False)
     if sweep_dir is not None:
         sweepindex.rebuild(sweep_dir, state="interrupted", last_invocation=dict(t))
     print(f"interrupted ({how}): {t['ok']} ok, {t['failed']} failed, {t['skipped']} skipped"

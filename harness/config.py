@@ -87,6 +87,7 @@ class BenchConfig:
     repetitions: int = 5
     ignore_eos: bool = True
     timing: str = "auto"
+    allow_shared_device: bool = False  # run even when another harness job holds the device
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,7 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
         repetitions=_int(b, "bench", "repetitions", minimum=1, default=5),
         ignore_eos=_bool(b, "bench", "ignore_eos", True),
         timing=_choice(b, "bench", "timing", TIMING, "auto"),
+        allow_shared_device=_bool(b, "bench", "allow_shared_device", False),
     )
 
     t = cfg.get("telemetry") or {}

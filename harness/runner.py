@@ -168,7 +168,7 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
 
 
 def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> None:
-    from . import engine, provenance
+    from . import devicelock, engine, provenance
     from .modelfile import sha256_file
     from .workload import build_prompt
 
@@ -181,12 +181,14 @@ def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> N
     prov["native"] = {**native_status, "requested": rc.bench.timing}
     rec = state["record"] = replace(state["record"], timing_path=timing, provenance=prov)
     with _phase("load"):
+        prov["device_lock"] = lock = devicelock.hold_for(plan, rc.bench.allow_shared_device)
         t0 = sampler.sample()
         lm, reused = engine.load(plan)
         t1 = sampler.sample()
     if not reused:
         sampler.add_window("load", t0, t1)
-    warnings = list(rec.warnings)
+    warnings = list(rec.warnings) + [f"device {k} shared with another harness job (pid {p})"
+                                     for k, p in lock["shared_with"].items()]
     if lm.n_ctx != plan.n_ctx_effective:
         warnings.append(f"llama.cpp allocated n_ctx={lm.n_ctx} for the requested runtime.n_ctx={plan.n_ctx_effective}")
         plan = replace(plan, n_ctx_effective=lm.n_ctx)
