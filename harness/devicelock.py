@@ -10,7 +10,7 @@ The lock is an abstract Unix socket (Linux) bound to a name per device: it is no
 is written outside the results folder and nothing stale is left behind; the kernel releases it
 when the holding process exits, however it exits (SIGKILL and out-of-memory kills included).
 It is host-wide within one network namespace: containers with their own network namespace do not
-see each other's locks. A process keeps its locks from point to point (a sweep in one process
+see each other's locks (HARNESS_DEVICE_LOCK_SCOPE narrows it further, see `_address`). A process keeps its locks from point to point (a sweep in one process
 reuses its device) and gives up those a later point no longer needs.
 
 Device keys: a GPU is named by its UUID (from NVML) so that two jobs that number GPUs
@@ -53,9 +53,13 @@ def supported() -> bool:
 
 
 def _address(key: str) -> bytes:
+    # HARNESS_DEVICE_LOCK_SCOPE gives a set of processes locks of their own (a test session whose
+    # jobs must not refuse those of another session on the same host).
+    scope = os.environ.get("HARNESS_DEVICE_LOCK_SCOPE", "")
+    name = f"{scope}:{key}" if scope else key
     # Abstract names are at most 107 bytes; a UUID fits, but hash anything long or odd.
-    safe = key if key.replace("-", "").replace("_", "").replace(".", "").isalnum() and len(key) < 64 \
-        else hashlib.sha256(key.encode()).hexdigest()[:32]
+    safe = name if name.replace("-", "").replace("_", "").replace(".", "").isalnum() and len(name) < 64 \
+        else hashlib.sha256(name.encode()).hexdigest()[:32]
     return b"\0" + (_PREFIX + safe).encode()
 
 

@@ -28,6 +28,8 @@ def run_harness(*args: str, cwd: Path, env: dict | None = None, timeout: float =
     """Run `python -m harness ARGS` the way a user runs `harness ARGS`."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
+    # Device locks of this test session only: another session on the host must not refuse ours.
+    full_env.setdefault("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
