@@ -27,6 +27,9 @@ commands:
   models                  list configured models: resolved file, size, architecture, layers,
                           trained context, quantisation, or why the model does not resolve
   doctor                  engine version, GPU offload support, NVML, default model status
+  experiment NAME [overrides]
+                          agent_ab (agent workflow, configurations A vs B) or concurrent_agents
+                          (K agents at once: speedup, efficiency); `harness experiment --help`
   --version               print the harness version
 
 Results: results/<sweep_name>/<job>/run.json (+ tokens.csv, .hydra/), per sweep sweep.json,
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import cmd_models
 
         return cmd_models(rest)
+    if cmd == "experiment":
+        from .experiments.command import cmd_experiment
+
+        return cmd_experiment(rest)
     if cmd == "doctor":
         from .doctor import cmd_doctor
 

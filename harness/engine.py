@@ -348,3 +348,83 @@ def perf_fields(perf) -> dict:
         engine_eval_ms=float(perf.t_eval_ms) if perf.n_eval > 0 else None,
         engine_n_eval=int(perf.n_eval),
     )
+
+
+# --- extra contexts on the loaded model (concurrent generation) ---------------------------------
+#
+# Several agents in one process share the loaded weights (one llama_model) and each own a llama
+# context (KV cache, compute buffers, thread count). llama-cpp-python's bindings load the library
+# with ctypes.CDLL, which releases the GIL for the duration of every C call, so threads driving
+# separate contexts run their llama_decode calls in parallel.
+
+
+@dataclass
+class ExtraContext:
+    """A llama context of its own on the loaded model. Free it with free_context()."""
+
+    ctx: object  # llama_context_p
+    n_ctx: int
+    n_threads: int
+    n_threads_batch: int
+
+
+class _ContextView:
+    """Stands in for the Llama object so that generate() drives another context of the same model:
+    generate() reaches the context through llm._ctx.ctx and the model through llm._model."""
+
+    def __init__(self, llm, ctx):
+        self._model = llm._model
+        self._ctx = type("Ctx", (), {"ctx": ctx})()
+
+    def reset(self) -> None:
+        pass  # no llama-cpp-python token state on this context; generate() clears its KV cache
+
+
+def new_context(lm: LoadedModel, *, n_threads: int, n_threads_batch: int | None = None,
+                n_ctx: int | None = None) -> ExtraContext:
+    """A new context on `lm`'s model with the loaded context's parameters (batch sizes, KV types,
+    flash attention) and its own thread counts and (optionally) size."""
+    lc = _llama_cpp()
+    params = lc.llama_context_params.from_buffer_copy(lm.llm.context_params)
+    params.n_threads = int(n_threads)
+    params.n_threads_batch = int(n_threads_batch or n_threads)
+    if n_ctx is not None:
+        params.n_ctx = int(n_ctx)
+    with _capture_stderr() as log:
+        ctx = lc.llama_init_from_model(lm.llm._model.model, params)
+    if not ctx:
+        tail = " | ".join(log.text.strip().splitlines()[-3:])
+        raise EngineError(f"failed to create a context (n_ctx={params.n_ctx})" + (f" [llama.cpp: {tail}]" if tail else ""))
+    return ExtraContext(ctx=ctx, n_ctx=int(lc.llama_n_ctx(ctx)), n_threads=params.n_threads,
+                        n_threads_batch=params.n_threads_batch)
+
+
+def set_threads(ec: ExtraContext, n_threads: int, n_threads_batch: int | None = None) -> None:
+    """Change the thread counts of an extra context (decode and prompt batches)."""
+    ec.n_threads, ec.n_threads_batch = int(n_threads), int(n_threads_batch or n_threads)
+    with _capture_stderr():  # llama.cpp logs the change; keep it out of the progress lines
+        _llama_cpp().llama_set_n_threads(ec.ctx, ec.n_threads, ec.n_threads_batch)
+
+
+def free_context(ec: ExtraContext) -> None:
+    """Free an extra context. Safe to call twice."""
+    if ec.ctx:
+        with _capture_stderr():
+            _llama_cpp().llama_free(ec.ctx)
+        ec.ctx = None
+
+
+def context_view(lm: LoadedModel, ec: ExtraContext) -> LoadedModel:
+    """`lm` as seen through another context: pass the result to generate() (or native.generate())
+    to run a repetition on `ec` with the same timed loop as every other measurement. Give it
+    token ids (tokens=...), tokenised beforehand with `lm`."""
+    from dataclasses import replace
+
+    return replace(lm, llm=_ContextView(lm.llm, ec.ctx), n_ctx=ec.n_ctx, _formatter=None)
+
+
+def releases_gil() -> bool:
+    """True when llama.cpp's functions are called without holding the GIL (a ctypes.CDLL, not a
+    PyDLL), so that threads driving separate contexts decode in parallel."""
+    lib = _llama_cpp().llama_cpp._lib
+    return not (lib._FuncPtr._flags_ & ctypes._FUNCFLAG_PYTHONAPI)

@@ -1,5 +1,5 @@
 """Every option of every config group, and every point of every sweep preset, composes with real
-Hydra and passes validation."""
+Hydra and passes validation (experiment presets: tests/integration/test_experiments.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from harness.config import validate
 from harness.hydra_conf import compose
 
 CONF = ROOT / "conf"
-GROUP_OPTIONS = [(g.name, p.stem) for g in sorted(CONF.iterdir()) if g.is_dir() and g.name != "sweep"
+GROUP_OPTIONS = [(g.name, p.stem) for g in sorted(CONF.iterdir()) if g.is_dir() and g.name not in ("sweep", "experiment")
                  for p in sorted(g.glob("*.yaml"))]
 
 

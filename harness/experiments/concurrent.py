@@ -1,0 +1,302 @@
+"""concurrent_agents: K agents generating at the same time in one process.
+
+One loaded model (its weights shared) and K llama contexts of its own, one per agent, each driven
+by its own thread; llama.cpp's C calls release the GIL (ctypes.CDLL), so the agents' decode steps
+run in parallel. A Barrier starts the K threads together; its action stamps the common start.
+Every agent generates the same prompt with the same token budget and end-of-generation banned,
+so every agent does the same work.
+
+Per round (one repetition at one K):
+  per-agent decode tok/s = (n_gen - 1) / (t_last - t_first)          (metrics.rep_metrics)
+  aggregate tok/s        = sum of generated tokens / (t_last of the last agent - common start)
+Over repetitions, per K:
+  speedup(K)    = mean aggregate(K) / mean aggregate(1), with the Fieller 95% CI and Welch p of
+                  `harness compare` (ratios.ratio_rows)
+  efficiency(K) = speedup(K) / K (CI divided by K)
+The sum of per-agent durations over the wall time is about K by construction and says nothing
+about throughput; it is not reported.
+
+Threads: with threads_per_agent=split every agent gets max(1, physical cores // K) threads, so K=1
+uses the whole machine and the speedup compares equal hardware; a fixed number is used as given.
+Repetitions visit the K levels in ascending order, then descending, alternately, so that a slow
+drift of the machine does not favour one K.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Sequence
+
+from ..metrics import rep_metrics, summarize
+from . import report
+from .ratios import ratio_rows
+from .spec import THREADS_SPLIT, ConcurrentSpec
+
+NAME = "concurrent_agents"
+TABLE_FILE = "concurrent_agents.csv"
+TABLE_HEADER = ("k", "threads_per_agent", "rounds_ok", "rounds_failed", "per_agent_decode_tps_mean",
+                "per_agent_decode_tps_ci95_low", "per_agent_decode_tps_ci95_high", "per_agent_ttft_ms_mean",
+                "aggregate_tps_mean", "aggregate_tps_ci95_low", "aggregate_tps_ci95_high", "aggregate_tps_cv",
+                "speedup", "speedup_ci95_low", "speedup_ci95_high", "efficiency", "efficiency_ci95_low",
+                "efficiency_ci95_high", "p_value", "significant")
+
+
+# --- the arithmetic (pure) ----------------------------------------------------------------------
+
+def aggregate_tps(token_ns: Sequence[Sequence[int]]) -> float | None:
+    """Total generated tokens / seconds from the common start (0) to the last token of any agent.
+    `token_ns`: per agent, its token timestamps in ns relative to the common start."""
+    n = sum(len(t) for t in token_ns)
+    last = max((t[-1] for t in token_ns if len(t)), default=0)
+    return n / (last / 1e9) if n and last > 0 else None
+
+
+def threads_per_agent(k: int, setting: str | int, cores: int) -> int:
+    """Threads of each agent's context at K agents: cores // K (at least 1) for "split"."""
+    return max(1, cores // k) if setting == THREADS_SPLIT else int(setting)
+
+
+def speedups(aggregate_by_k: dict[int, Sequence[float]]) -> dict[int, dict]:
+    """K -> speedup over K=1 (ratio of mean aggregate rates, Fieller 95% CI, Welch p, significant)
+    and efficiency = speedup / K with the CI divided by K. K=1 is 1 by definition (no CI)."""
+    base = [x for x in aggregate_by_k.get(1, ()) if x is not None]
+    out: dict[int, dict] = {}
+    for k, values in sorted(aggregate_by_k.items()):
+        vals = [x for x in values if x is not None]
+        if k == 1:
+            out[k] = {"speedup": 1.0 if base else None, "speedup_ci95_low": None, "speedup_ci95_high": None,
+                      "p_value": None, "significant": None, "note": "reference"}
+        elif not base or not vals:
+            out[k] = {"speedup": None, "speedup_ci95_low": None, "speedup_ci95_high": None,
+                      "p_value": None, "significant": None, "note": "no successful round at K=1 or at this K"}
+        else:
+            r = ratio_rows({"aggregate_tps": base}, {"aggregate_tps": vals}, ["aggregate_tps"])["aggregate_tps"]
+            out[k] = {"speedup": r["ratio"], "speedup_ci95_low": r["ratio_ci95_low"],
+                      "speedup_ci95_high": r["ratio_ci95_high"], "p_value": r["p_value"],
+                      "significant": r["significant"], "note": r["note"]}
+        s = out[k]
+        s["efficiency"] = s["speedup"] / k if s["speedup"] is not None else None
+        s["efficiency_ci95_low"] = s["speedup_ci95_low"] / k if _num(s["speedup_ci95_low"]) else None
+        s["efficiency_ci95_high"] = s["speedup_ci95_high"] / k if _num(s["speedup_ci95_high"]) else None
+    return out
+
+
+def _num(x) -> bool:
+    import math
+
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def summary(rounds: list[dict], ks: Sequence[int]) -> list[dict]:
+    """One row per K from the raw rounds (see TABLE_HEADER)."""
+    agg = {k: [r["aggregate_tps"] for r in rounds if r["k"] == k and r["status"] == "ok"] for k in ks}
+    sp = speedups(agg)
+    rows = []
+    for k in ks:
+        ok = [r for r in rounds if r["k"] == k and r["status"] == "ok"]
+        dec = summarize(a["decode_tps"] for r in ok for a in r["agents"])
+        ttft = summarize(a["ttft_ms"] for r in ok for a in r["agents"])
+        ag = summarize(agg[k])
+        threads = sorted({r["threads_per_agent"] for r in rounds if r["k"] == k})
+        rows.append({
+            "k": k, "threads_per_agent": threads[0] if len(threads) == 1 else ",".join(map(str, threads)),
+            "rounds_ok": len(ok), "rounds_failed": sum(1 for r in rounds if r["k"] == k and r["status"] != "ok"),
+            "per_agent_decode_tps_mean": dec.mean if dec else None,
+            "per_agent_decode_tps_ci95_low": dec.ci95_low if dec else None,
+            "per_agent_decode_tps_ci95_high": dec.ci95_high if dec else None,
+            "per_agent_ttft_ms_mean": ttft.mean if ttft else None,
+            "aggregate_tps_mean": ag.mean if ag else None,
+            "aggregate_tps_ci95_low": ag.ci95_low if ag else None,
+            "aggregate_tps_ci95_high": ag.ci95_high if ag else None,
+            "aggregate_tps_cv": ag.cv if ag else None,
+            **{f: sp[k][f] for f in ("speedup", "speedup_ci95_low", "speedup_ci95_high", "efficiency",
+                                     "efficiency_ci95_low", "efficiency_ci95_high", "p_value", "significant")},
+            "note": sp[k]["note"],
+        })
+    return rows
+
+
+# --- running ------------------------------------------------------------------------------------
+
+def _generate_fn(timing: str):
+    """(timing path, generate function) for bench.timing (native unusable was refused in preflight)."""
+    from .. import engine, native
+
+    if timing == "python" or not native.status().usable:
+        return "python", engine.generate
+    return "native", native.generate
+
+
+def run_round(lm, contexts, tokens: Sequence[int], sampling, seeds: Sequence[int], max_tokens: int,
+              generate) -> tuple[int, list]:
+    """K agents at once, K = len(contexts). Returns (common start ns, per agent RawRep or the
+    exception it raised)."""
+    from .. import engine
+
+    k = len(contexts)
+    views = [engine.context_view(lm, ec) for ec in contexts]
+    start: dict = {}
+    barrier = threading.Barrier(k, action=lambda: start.setdefault("t", time.perf_counter_ns()))
+    results: list = [None] * k
+
+    def agent(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = generate(views[i], text=None, tokens=tokens, add_bos=False, sampling=sampling,
+                                  seed=seeds[i], max_tokens=max_tokens, ignore_eos=True)
+        except Exception as e:  # the round boundary: one agent's failure fails the round, not the run
+            results[i] = e
+
+    threads = [threading.Thread(target=agent, args=(i,), name=f"agent-{i}") for i in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return start.get("t", 0), results
+
+
+def _round_record(rep: int, k: int, threads: int, seeds, t0: int, results: list) -> dict:
+    errors = [f"agent {i}: {type(r).__name__}: {r}" for i, r in enumerate(results) if isinstance(r, BaseException)]
+    rec = {"rep": rep, "k": k, "threads_per_agent": threads, "status": "failed" if errors else "ok",
+           "error": "; ".join(errors) or None, "agents": []}
+    if errors:
+        return rec
+    agents = []
+    for i, raw in enumerate(results):
+        m = rep_metrics(rep, raw.t_request_ns, raw.token_ns, raw.n_prompt_tokens, raw.engine_prompt_eval_ms)
+        agents.append({"agent": i, "seed": seeds[i], "t_request_ns": raw.t_request_ns - t0,
+                       "token_ns": [t - t0 for t in raw.token_ns], "n_prompt_tokens": raw.n_prompt_tokens,
+                       "n_gen_tokens": m.n_gen_tokens, "ttft_ms": m.ttft_ms, "decode_tps": m.decode_tps,
+                       "e2e_ms": m.e2e_ms})
+    rec["agents"] = agents
+    rec["n_gen_tokens"] = sum(a["n_gen_tokens"] for a in agents)
+    rec["wall_ms"] = max(a["token_ns"][-1] for a in agents) / 1e6
+    rec["aggregate_tps"] = aggregate_tps([a["token_ns"] for a in agents])
+    return rec
+
+
+def run(cfg: dict, spec: ConcurrentSpec, rc, plan) -> int:
+    """Measure, write the experiment folder, print where it is. Returns the exit code (1 when a
+    round failed, after writing everything that was measured)."""
+    from .. import engine
+    from ..plan import default_threads
+    from ..workload import build_prompt
+
+    out = report.new_folder(rc.results_dir, NAME)
+    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    load_before = report.machine_load()
+    timing, generate = _generate_fn(rc.bench.timing)
+    cores = default_threads()
+    s, w = rc.sampling, rc.workload
+    for msg in plan.warnings:
+        print(f"warning: {msg}", file=sys.stderr)
+    lm, _ = engine.load(plan)
+    contexts = []
+    rounds: list[dict] = []
+    try:
+        prompt = build_prompt(w, lm, s.seed)
+        tokens = list(prompt.tokens) if prompt.tokens is not None else lm.tokenize(prompt.text, prompt.add_bos)
+        kmax = max(spec.k)
+        contexts = [engine.new_context(lm, n_threads=threads_per_agent(kmax, spec.threads_per_agent, cores),
+                                       n_ctx=plan.n_ctx_effective) for _ in range(kmax)]
+        for i in range(spec.warmup):
+            run_round(lm, contexts, tokens, s, [s.seed + 1_000_000 + j for j in range(kmax)], w.max_tokens, generate)
+        for r in range(spec.repetitions):
+            for k in (spec.k if r % 2 == 0 else tuple(reversed(spec.k))):
+                threads = threads_per_agent(k, spec.threads_per_agent, cores)
+                for ec in contexts[:k]:
+                    engine.set_threads(ec, threads)
+                seeds = [s.seed + r + 1000 * i for i in range(k)]
+                t0, results = run_round(lm, contexts[:k], tokens, s, seeds, w.max_tokens, generate)
+                rec = _round_record(r, k, threads, seeds, t0, results)
+                rounds.append(rec)
+                if rec["status"] != "ok":
+                    print(f"{NAME}: rep {r} K={k} failed: {rec['error']}", file=sys.stderr)
+                else:
+                    print(f"{NAME}: rep {r + 1}/{spec.repetitions} K={k}: aggregate "
+                          f"{rec['aggregate_tps']:.1f} tok/s", file=sys.stderr)
+    finally:
+        for ec in contexts:
+            engine.free_context(ec)
+    rows = summary(rounds, spec.k)
+    raw = {
+        "schema_version": report_schema(), "experiment": NAME, "started_at": started,
+        "ended_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "spec": asdict(spec), "config": cfg,
+        "setup": {"timing_path": timing, "physical_cores": cores, "gil_released": engine.releases_gil(),
+                  "model_path": plan.model_path, "n_ctx_per_context": contexts[0].n_ctx if contexts else None,
+                  "load_ms": lm.load_ms, "prompt": prompt.summary(), "workload": w.name, "max_tokens": w.max_tokens,
+                  "ignore_eos": True, "engine": engine.engine_info(), "warnings": list(plan.warnings),
+                  "machine_load_before": load_before, "machine_load_after": report.machine_load()},
+        "rounds": rounds, "summary": rows,
+    }
+    doc = _document(raw)
+    paths = report.write(out, raw, TABLE_FILE, TABLE_HEADER, [[row[h] for h in TABLE_HEADER] for row in rows], doc)
+    _print_table(rows)
+    print(f"report: {paths['html']}")
+    failed = sum(1 for r in rounds if r["status"] != "ok")
+    return 1 if failed else 0
+
+
+def report_schema() -> int:
+    from . import SCHEMA_VERSION
+
+    return SCHEMA_VERSION
+
+
+def _print_table(rows: list[dict]) -> None:
+    f = report.fmt
+    print(f"{'K':>3} {'thr/agent':>9} {'agent tok/s':>11} {'aggregate tok/s':>15} {'speedup':>8} {'efficiency':>10}")
+    for r in rows:
+        print(f"{r['k']:>3} {r['threads_per_agent']!s:>9} {f(r['per_agent_decode_tps_mean']):>11} "
+              f"{f(r['aggregate_tps_mean']):>15} {f(r['speedup']):>8} {f(r['efficiency']):>10}")
+
+
+def _document(raw: dict):
+    from ..report.document import Bullets, Document, Paragraph, Table
+
+    f, ci = report.fmt, report.ci
+    st, rows = raw["setup"], raw["summary"]
+    doc = Document(title="Concurrent agents",
+                   subtitle=f"{raw['started_at']} · {st['engine']['llama_cpp_python']} · model "
+                            f"{st['model_path']} · timing path {st['timing_path']}")
+    sec = doc.section("Speedup and efficiency")
+    sec.add(Table(
+        headers=("K", "threads/agent", "rounds ok", "per-agent decode tok/s [95% CI]", "per-agent TTFT ms",
+                 "aggregate tok/s [95% CI]", "CV", "speedup [95% CI]", "efficiency [95% CI]", "p", "significant"),
+        rows=tuple((str(r["k"]), str(r["threads_per_agent"]), f"{r['rounds_ok']}/{r['rounds_ok'] + r['rounds_failed']}",
+                    f"{f(r['per_agent_decode_tps_mean'])} {ci(r['per_agent_decode_tps_ci95_low'], r['per_agent_decode_tps_ci95_high'])}",
+                    f(r["per_agent_ttft_ms_mean"]),
+                    f"{f(r['aggregate_tps_mean'])} {ci(r['aggregate_tps_ci95_low'], r['aggregate_tps_ci95_high'])}",
+                    f(r["aggregate_tps_cv"]),
+                    "1 (reference)" if r["k"] == 1 else f"{f(r['speedup'])} {ci(r['speedup_ci95_low'], r['speedup_ci95_high'])}",
+                    "1 (reference)" if r["k"] == 1 else f"{f(r['efficiency'])} {ci(r['efficiency_ci95_low'], r['efficiency_ci95_high'])}",
+                    f(r["p_value"]), "-" if r["significant"] is None else ("yes" if r["significant"] else "no"))
+                   for r in rows),
+        caption="speedup = mean aggregate tok/s at K / mean at K=1 (Fieller 95% CI, Welch p, as harness "
+                "compare); efficiency = speedup / K"))
+    sec.add(Paragraph("Aggregate tok/s is every agent's generated tokens over the wall time from the common "
+                      "start to the last token of any agent (prefill included). An efficiency of 1 means K "
+                      "agents together produce K times the tokens per second of one agent."))
+    m = doc.section("Method")
+    lb, la = st.get("machine_load_before") or {}, st.get("machine_load_after") or {}
+    m.add(Bullets(tuple(x for x in (
+        f"{raw['spec']['repetitions']} repetitions per K, K levels alternately ascending and descending; "
+        f"{raw['spec']['warmup']} warm-up round(s) with every context",
+        f"each agent: its own llama context (n_ctx {st['n_ctx_per_context']}) on one shared model, its own "
+        f"thread; {st['max_tokens']} generated tokens with end-of-generation banned; prompt of "
+        f"{st['prompt'].get('n_tokens')} tokens (workload {st['workload']})",
+        f"threads per agent: {raw['spec']['threads_per_agent']} ({st['physical_cores']} physical cores)",
+        f"llama.cpp calls release the GIL: {'yes' if st['gil_released'] else 'NO'} (ctypes.CDLL)",
+        f"machine load average (1 min) before {f(lb.get('loadavg_1m'))}, after {f(la.get('loadavg_1m'))} "
+        f"on {lb.get('cpu_count')} CPUs: other work on the machine adds noise" if lb else None,
+        *[f"warning: {x}" for x in st["warnings"]],
+    ) if x)))
+    failed = [r for r in raw["rounds"] if r["status"] != "ok"]
+    if failed:
+        doc.section("Failed rounds").add(Bullets(tuple(f"rep {r['rep']} K={r['k']}: {r['error']}" for r in failed)))
+    return doc

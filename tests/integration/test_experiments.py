@@ -1,0 +1,142 @@
+"""`harness experiment`: both experiments end to end with the real engine and model (2
+repetitions, tiny budgets), their tables and raw data, and bad input stopping before any load."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.experiments.command import available, prepare
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_CONCURRENT = ["experiment.k=[1,2]", "experiment.repetitions=2", "experiment.warmup=0", "workload.max_tokens=8"]
+
+
+def _folder(results: Path, name: str) -> Path:
+    found = sorted(results.glob(f"{name}-*"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_experiment_presets_compose_and_validate(tmp_path):
+    assert set(available()) >= {"agent_ab", "concurrent_agents"}
+    cfg, spec, (rc, plan) = prepare("concurrent_agents", [])
+    assert spec.k == (1, 2, 4) and spec.threads_per_agent == "split"
+    assert rc.workload.name == "insight_agent"
+    cfg, spec, prepared = prepare("agent_ab", [f"experiment.source={_source_dir(tmp_path)}"])
+    a, b = (prepared["setups"][v] for v in ("A", "B"))
+    # A is llama-cpp-python's defaults, B the tuned configuration
+    assert (a.plan.n_gpu_layers_effective, a.rc.runtime.n_ctx, a.rc.runtime.flash_attn) == (0, 512, "off")
+    assert (a.rc.sampling.temperature, a.rc.sampling.top_k, a.rc.sampling.repeat_penalty) == (0.8, 40, 1.0)
+    assert (b.rc.runtime.n_gpu_layers, b.rc.runtime.flash_attn) == ("all", "auto")
+
+
+def _source_dir(tmp_path: Path) -> Path:
+    """A results folder to analyse: one recorded run (the run.json golden file)."""
+    src = tmp_path / "source" / "job"
+    src.mkdir(parents=True)
+    (src / "run.json").write_text((ROOT / "tests" / "data" / "run_v1.json").read_text())
+    return src.parent
+
+
+@pytest.mark.slow
+def test_concurrent_agents_table_and_speedup_from_raw(harness_cli, tmp_path):
+    r = harness_cli("experiment", "concurrent_agents", *TINY_CONCURRENT, f"results_dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = _folder(tmp_path, "concurrent_agents")
+    raw = json.loads((out / "experiment.json").read_text())
+    assert raw["schema_version"] == 1 and raw["setup"]["gil_released"] is True
+    rounds = raw["rounds"]
+    assert sorted((x["rep"], x["k"]) for x in rounds) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    for x in rounds:
+        assert x["status"] == "ok" and len(x["agents"]) == x["k"]
+        assert all(a["n_gen_tokens"] == 8 and len(a["token_ns"]) == 8 for a in x["agents"])
+        # aggregate = every agent's tokens over the time from the common start to the last token
+        last = max(a["token_ns"][-1] for a in x["agents"])
+        assert x["aggregate_tps"] == pytest.approx(8 * x["k"] / (last / 1e9))
+    assert len({a["seed"] for x in rounds if x["k"] == 2 for a in x["agents"]}) == 4
+
+    def mean_agg(k):
+        v = [x["aggregate_tps"] for x in rounds if x["k"] == k]
+        return sum(v) / len(v)
+
+    rows = {row["k"]: row for row in raw["summary"]}
+    speedup = mean_agg(2) / mean_agg(1)
+    assert rows[2]["speedup"] == pytest.approx(speedup)
+    assert rows[2]["efficiency"] == pytest.approx(speedup / 2)
+    assert rows[1]["speedup"] == 1.0 and rows[1]["threads_per_agent"] >= rows[2]["threads_per_agent"]
+
+    with open(out / "concurrent_agents.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [t["k"] for t in table] == ["1", "2"]
+    assert float(table[1]["speedup"]) == pytest.approx(speedup)
+
+    md = (out / "report.md").read_text()
+    assert "| K | threads/agent |" in md and "speedup [95% CI]" in md and "efficiency [95% CI]" in md
+    k2 = next(line for line in md.splitlines() if line.startswith("| 2 |"))
+    assert f"{speedup:.3g}" in k2 and f"{speedup / 2:.3g}" in k2
+    assert "<table>" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_agent_ab_compares_b_with_a(harness_cli, tmp_path):
+    src = _source_dir(tmp_path)
+    r = harness_cli("experiment", "agent_ab", f"experiment.source={src}", "experiment.repetitions=2",
+                    "experiment.warmup=0", "agent.max_tokens=8", f"results_dir={tmp_path / 'results'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = _folder(tmp_path / "results", "agent_ab")
+    raw = json.loads((out / "experiment.json").read_text())
+    samples = raw["samples"]
+    # alternating order, every repetition with its own load and its own recorded agent run
+    assert [(s["rep"], s["variant"]) for s in samples] == [(0, "A"), (0, "B"), (1, "B"), (1, "A")]
+    for s in samples:
+        assert s["status"] == "ok" and s["load_reused"] is False and s["n_gen_tokens"] >= 1
+        assert json.loads((out / s["run_dir"] / "run.json").read_text())["status"] == "ok"
+    va, vb = raw["variants"]["A"], raw["variants"]["B"]
+    assert (va["runtime"]["n_ctx"], va["runtime"]["flash_attn"], va["effective"]["n_gpu_layers_effective"]) == (512, "off", 0)
+    assert vb["effective"]["n_gpu_layers_requested"] == "all"
+    if not vb["effective"]["gpu_offload_supported"]:
+        assert vb["effective"]["n_gpu_layers_effective"] == 0 and any("no GPU backend" in w for w in vb["warnings"])
+
+    rows = {row["metric"]: row for row in raw["comparison"]}
+    assert {"decode_tps", "ttft_ms", "load_ms", "total_duration_ms"} <= set(rows)
+    for m in ("decode_tps", "ttft_ms", "load_ms"):
+        a = [s[m] for s in samples if s["variant"] == "A"]
+        b = [s[m] for s in samples if s["variant"] == "B"]
+        assert rows[m]["ratio"] == pytest.approx((sum(b) / 2) / (sum(a) / 2))
+        assert rows[m]["note"].endswith("significant") and isinstance(rows[m]["significant"], bool)
+
+    md = (out / "report.md").read_text()
+    assert "| metric | n A | n B | A mean | B mean | B/A | 95% CI | p | significant | direction |" in md
+    assert next(line for line in md.splitlines() if line.startswith("| decode tok/s |"))
+    with open(out / "agent_ab.csv") as f:
+        table = list(csv.DictReader(f))
+    assert {"ratio", "ratio_ci95_low", "ratio_ci95_high", "p_value", "significant"} <= set(table[0])
+    assert [t["metric"] for t in table][:2] == ["decode_tps", "ttft_ms"]
+
+
+@pytest.mark.parametrize("args,key,allowed", [
+    (["concurrent_agents", "experiment.bogus=1"], "experiment.bogus", "not a key of experiment concurrent_agents"),
+    (["concurrent_agents", "experiment.k=[2,4]"], "experiment.k", "must include 1"),
+    (["concurrent_agents", "experiment.k=[1,0]"], "experiment.k", "between 1 and 64"),
+    (["concurrent_agents", "experiment.threads_per_agent=half"], "experiment.threads_per_agent", "split"),
+    (["concurrent_agents", "experiment.repetitions=0"], "experiment.repetitions", "integer >= 1"),
+    (["concurrent_agents", "bench.ignore_eos=false"], "bench.ignore_eos", "same number of tokens"),
+    (["concurrent_agents", "runtime.n_ctx=-5"], "runtime.n_ctx", "positive integer"),
+    (["nosuch"], "experiment", "known: agent_ab, concurrent_agents"),
+    (["agent_ab"], "experiment.source", "no sweep"),
+    (["agent_ab", "experiment.source=/nonexistent"], "experiment.source", "existing results folder"),
+    (["agent_ab", "experiment.variants.A=['runtime.n_ctx=-5']"], "experiment.variants.A: runtime.n_ctx",
+     "positive integer"),
+    (["agent_ab", "experiment.k=[1]"], "experiment.k", "not a key of experiment agent_ab"),
+    (["agent_ab", "agent.nokey=3"], "agent.nokey", "cannot be composed"),
+])
+def test_bad_experiment_input_exits_2_with_one_line_before_loading(harness_cli, tmp_path, args, key, allowed):
+    r = harness_cli("experiment", *args, f"results_dir={tmp_path / 'results'}", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}:") and allowed in lines[0], r.stderr
+    assert not (tmp_path / "results").exists()  # nothing ran: no results folder
