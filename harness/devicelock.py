@@ -105,17 +105,19 @@ def hold(keys: list[str], *, allow_shared: bool = False) -> dict:
         return out
     for k in [k for k in _HELD if k not in keys]:
         _HELD.pop(k).close()
+    taken = []
     for k in keys:
-        if k in _HELD or _try_take(k):
+        if k in _HELD:
             out["held"].append(k)
-            continue
-        pid = holder(k)
-        if pid is not None and pid == os.getpid():  # cannot happen via _HELD, but never refuse ourselves
+        elif _try_take(k):
             out["held"].append(k)
-            continue
-        if not allow_shared:
-            raise DeviceBusy(k, pid)
-        out["shared_with"][k] = pid
+            taken.append(k)
+        elif allow_shared:
+            out["shared_with"][k] = holder(k)
+        else:
+            for t in taken:  # a refused point keeps none of the devices it did not get to use
+                _HELD.pop(t).close()
+            raise DeviceBusy(k, holder(k))
     return out
 
 
