@@ -123,6 +123,20 @@ def write_report(paths: list[Path], out: Path, max_file_mb: float = 200.0) -> di
 
 
 def cmd_report(args: list[str]) -> int:
+    from .agent.cli import narrative_mode, run, split_overrides
+    from .config import ConfigError
+
+    args, overrides = split_overrides(args)
+    try:
+        mode, args, overrides = narrative_mode(args, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if mode == "llm":  # the narrative written by the local model: see harness/agent
+        return run(args, overrides, prog="report")
+    if overrides:
+        print(f"error: {overrides[0]}: config overrides apply only with report.narrative=llm", file=sys.stderr)
+        return 2
     a, an, out = _load("report", "Analyse and write report.md, report.html (self-contained) and figures/.",
                        args, "report")
     if an is None:

@@ -17,8 +17,12 @@ commands:
                           fastest and a loaded model is reused while load parameters stay equal
   analyze PATH...         ingest result folders and foreign benchmark files (llama-bench,
                           pytest-benchmark, Ollama-style): statistics, effects, best, Pareto
-  report PATH... [--out DIR]
+  report PATH... [--out DIR] [report.narrative=llm [overrides]]
                           analyze and write report.md, report.html and figures/
+  agent PATH... [--out DIR] [overrides]
+                          the report with a narrative written by the local model (InsightAgent)
+                          from the computed facts, every figure fact-checked; its generation is
+                          measured and recorded like a run (REPORT/agent/run.json)
   compare A B [--fail-on METRIC:+-N%]...
                           match configurations of two result sets: ratios B/A with CIs; exit 1
                           when a significant regression passes a threshold
@@ -55,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import analysis_cli
 
         return getattr(analysis_cli, f"cmd_{cmd}")(rest)
+    if cmd == "agent":
+        from .agent.cli import cmd_agent
+
+        return cmd_agent(rest)
     if cmd == "models":
         from .doctor import cmd_models
 

@@ -186,6 +186,8 @@ def fit(sheet: FactSheet, render_prompt: Callable[[str], str], count_tokens: Cal
     """The prompt with as many configuration rows as fit in `budget` tokens: (prompt, rows kept).
     Raises ValueError when not even the summary lines fit."""
     lo, hi = 0, len(sheet.rows)
+    if count_tokens(render_prompt(sheet.render())) <= budget:
+        return render_prompt(sheet.render()), hi
     if count_tokens(render_prompt(sheet.render(0))) > budget:
         raise ValueError(f"the fact summary alone needs more than {budget} prompt tokens")
     while lo < hi:  # the largest n whose prompt fits (token count grows with n)

@@ -21,7 +21,7 @@ from ..config import ConfigError
 from .factcheck import CheckResult, check, mark
 
 AGENT_GROUP = "+agent=default"
-_AGENT_KEYS = ("max_tokens", "min_rows", "system", "task")
+_AGENT_KEYS = ("max_tokens", "min_rows", "system", "task", "response_prefix")
 
 # The agent's metrics in the report's workflow summary: (key, label, unit).
 WORKFLOW_METRICS = (("decode_tps", "Throughput", "tok/s"), ("ttft_ms", "TTFT", "ms"),
@@ -36,6 +36,7 @@ class AgentConfig:
     min_rows: int
     system: str
     task: str
+    response_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,15 @@ def agent_config(cfg: dict) -> AgentConfig:
     for k in ("system", "task"):
         if not isinstance(a.get(k), str) or not a[k].strip():
             raise ConfigError(f"agent.{k}", a.get(k), "must be a non-empty string")
+    prefix = a.get("response_prefix", "")
+    if prefix is None:
+        prefix = ""
+    if not isinstance(prefix, str):
+        raise ConfigError("agent.response_prefix", prefix, "must be a string (empty: no prefill)")
     if "{facts}" not in a["task"]:
         raise ConfigError("agent.task", a["task"][:40] + "...", "must contain {facts} (where the facts go)")
-    return AgentConfig(max_tokens=a["max_tokens"], min_rows=a["min_rows"], system=a["system"], task=a["task"])
+    return AgentConfig(max_tokens=a["max_tokens"], min_rows=a["min_rows"], system=a["system"], task=a["task"],
+                       response_prefix=prefix)
 
 
 def compose(overrides: Sequence[str]) -> dict:
@@ -143,8 +150,16 @@ def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str =
     def make_prompt(lm):
         w = rc.workload
 
+        def full(user: str):
+            p = build_prompt(replace(w, prompt=user), lm, rc.sampling.seed)
+            if ag.response_prefix and p.text is not None:  # the answer starts as configured
+                text = p.text + ag.response_prefix
+                p = replace(p, text=text, n_tokens=len(lm.tokenize(text, p.add_bos)),
+                            note="; ".join(x for x in (p.note, "answer prefilled with agent.response_prefix") if x))
+            return p
+
         def count(user: str) -> int:
-            return build_prompt(replace(w, prompt=user), lm, rc.sampling.seed).n_tokens
+            return full(user).n_tokens
 
         budget = lm.n_ctx - ag.max_tokens
         try:
@@ -155,7 +170,7 @@ def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str =
             raise _too_long(f"only {rows} of {len(sheet.rows)} configuration rows fit in runtime.n_ctx={lm.n_ctx} "
                             f"with agent.max_tokens={ag.max_tokens}; agent.min_rows={ag.min_rows}")
         given["rows"] = rows
-        prompt = build_prompt(replace(w, prompt=user), lm, rc.sampling.seed)
+        prompt = full(user)
         cfg = {**setup.cfg, "workload": {**setup.cfg["workload"], "prompt": user}}
         store.atomic_write_text(out_dir / "prompt.txt", prompt.text or "")
         return prompt, cfg
@@ -163,7 +178,8 @@ def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str =
     measured = measure_once(rc, setup.plan, out_dir, make_prompt, cfg=setup.cfg, overrides=setup.overrides)
     rec = measured.record.to_dict()
     facts = sheet.facts(given["rows"])
-    result = AgentResult(status=measured.record.status, model=setup.model, text=measured.text, check=None,
+    text = (ag.response_prefix + measured.text) if measured.record.status == "ok" and measured.text else ""
+    result = AgentResult(status=measured.record.status, model=setup.model, text=text.strip(), check=None,
                          record=rec, metrics=workflow_metrics(rec), run_dir=out_dir, rows_given=given["rows"],
                          rows_total=len(sheet.rows), facts=facts,
                          error=(f"{measured.record.error.type}: {measured.record.error.message}"

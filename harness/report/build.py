@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import figures
-from .document import Bullets, Document, Figure, Paragraph, Table
+from .document import Bullets, Document, Figure, Narrative, Paragraph, Table
 
 HEADLINE_METRICS = ("decode_tps", "ttft_ms", "prefill_tps", "energy_per_token_j", "vram_used_mib", "itl_p99_ms")
 UNITS = {"decode_tps": "tok/s", "ttft_ms": "ms", "prefill_tps": "tok/s", "energy_per_token_j": "J/token",
@@ -59,8 +59,10 @@ def _present(configs, metric: str) -> bool:
     return col in configs and configs[col].notna().any()
 
 
-def build(an, out_dir: Path) -> tuple[Document, dict]:
-    """The Document and timing info; figures are written under out_dir/figures."""
+def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
+    """The Document and timing info; figures are written under out_dir/figures. `narrative` (an
+    agent.narrative.AgentResult) adds the model-written, fact-checked section and the agent run's
+    figures in the workflow summary."""
     t0 = time.perf_counter()
     configs = an.configs
     varying = shown_params(an)
@@ -81,6 +83,8 @@ def build(an, out_dir: Path) -> tuple[Document, dict]:
                     + (f"; {n_failed} samples failed and are counted, not averaged." if n_failed else ".")))
     if varying:
         s.add(Paragraph("Swept parameters: " + ", ".join(varying) + "."))
+    if narrative is not None:
+        _narrative_section(doc, narrative)
 
     # 2. Data ingestion summary.
     s = doc.section("Data ingestion")
@@ -141,7 +145,7 @@ def build(an, out_dir: Path) -> tuple[Document, dict]:
         ("ingest", f"{tim['ingest_s']:.2f} s"),
         ("analysis", f"{tim['analysis_s']:.2f} s"),
         ("report (figures + text)", "{report_s}"),
-    )))
+    ) + (_agent_rows(narrative) if narrative is not None else ())))
 
     # 9. Glossary.
     from ..analysis.table import COLUMNS
@@ -149,6 +153,47 @@ def build(an, out_dir: Path) -> tuple[Document, dict]:
     doc.section("Metrics glossary").add(Table(("metric", "meaning"), tuple(
         (c.name, c.doc) for c in COLUMNS if c.kind == "metric" and c.doc)))
     return doc, tim
+
+
+def _narrative_section(doc: Document, nar) -> None:
+    """The narrative as written by the model, its figures checked against the facts it was given.
+    The headline figures stay those of the executive summary, computed by the analysis."""
+    s = doc.section(f"Narrative (written by {nar.model}, fact-checked)")
+    if nar.status != "ok" or nar.check is None:
+        s.add(Paragraph(f"No narrative: the agent's run failed ({nar.error or 'unknown error'}); "
+                        f"see {nar.run_dir.name}/run.json."))
+        return
+    c = nar.check
+    s.add(Paragraph(f"{c.header()}", strong=True))
+    rows = (f"{nar.rows_given} of {nar.rows_total} configuration rows" if nar.rows_given < nar.rows_total
+            else f"all {nar.rows_total} configuration rows")
+    s.add(Paragraph(f"Written by the local model {nar.model} from the computed facts ({rows}, summary lines, "
+                    f"effects). Every number in it was matched against those facts, allowing for rounding and "
+                    f"unit conversions; numbers marked [unverified] are not among them. The executive summary's "
+                    f"figures come from the analysis, not from this text."))
+    if not nar.text.strip():
+        s.add(Paragraph("The model wrote nothing (it ended its turn at once)."))
+        return
+    s.add(Narrative(nar.text, tuple((f.start, f.end) for f in c.unverified)))
+
+
+def _agent_rows(nar) -> tuple[tuple[str, str], ...]:
+    """The agent's run in the workflow summary: it is a benchmark run like the others."""
+    from ..agent.narrative import WORKFLOW_METRICS
+
+    m = nar.metrics or {}
+    rows = []
+    for key, label, unit in WORKFLOW_METRICS:
+        v = m.get(key)
+        text = "-" if v is None else (f"{_num(float(v))} {unit}".strip() if key != "n_gen_tokens" else str(int(v)))
+        if key == "prompt_eval_ms" and v is not None and m.get("n_prompt_tokens"):
+            text += f" ({m['n_prompt_tokens']} prompt tokens)"
+        if key == "load_ms" and m.get("load_reused"):
+            text += " (model already loaded)"
+        rows.append((f"narrative ({nar.model}): {label}", text))
+    if nar.check is not None:
+        rows.append((f"narrative ({nar.model}): fact check", nar.check.header()))
+    return tuple(rows)
 
 
 def shown_params(an) -> list[str]:
@@ -346,8 +391,9 @@ def _timelines(an, fig_dir: Path, limit: int = 4) -> list[tuple[str, str]]:
     return out
 
 
-def write(an, out_dir: Path) -> dict:
-    """Write report.md, report.html and figures/ under out_dir. Returns paths and timings."""
+def write(an, out_dir: Path, narrative=None) -> dict:
+    """Write report.md, report.html and figures/ under out_dir (with the narrative section when
+    `narrative`, an agent.narrative.AgentResult, is given). Returns paths and timings."""
     from . import html, markdown
     from ..store import atomic_write_text
 
@@ -356,7 +402,7 @@ def write(an, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out_dir / "figures", ignore_errors=True)  # no stale figure of an earlier report
-    doc, tim = build(an, out_dir)
+    doc, tim = build(an, out_dir, narrative)
     report_s = time.perf_counter() - t0
     for sec in doc.sections:  # fill in the one number that exists only now
         for i, b in enumerate(sec.blocks):

@@ -30,7 +30,17 @@ class Figure:
     caption: str
 
 
-Block = Paragraph | Bullets | Table | Figure
+@dataclass(frozen=True)
+class Narrative:
+    """Generated Markdown text, quoted as it was written, with the character spans of the figures
+    that the fact check could not verify (renderers mark them)."""
+
+    text: str
+    unverified: tuple[tuple[int, int], ...] = ()
+    marker: str = "[unverified]"
+
+
+Block = Paragraph | Bullets | Table | Figure | Narrative
 
 
 @dataclass

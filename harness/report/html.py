@@ -7,7 +7,7 @@ import base64
 from html import escape
 from pathlib import Path
 
-from .document import Bullets, Document, Figure, Paragraph, Table
+from .document import Bullets, Document, Figure, Narrative, Paragraph, Table
 
 _CSS = """
 body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d1d1f}
@@ -15,6 +15,9 @@ h1{font-size:1.8em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bo
 .sub{color:#666}table{border-collapse:collapse;margin:1em 0;font-size:13px;display:block;overflow-x:auto}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f5f5f7}
 td:first-child,th:first-child{text-align:left}caption{caption-side:top;text-align:left;font-style:italic;color:#555;padding:.3em 0}
+.narrative{border-left:4px solid #8e8ee0;background:#fafaff;padding:.2em 1em;margin:1em 0}
+.narrative table{display:table}mark.unverified{background:#ffd6d6;color:#8a0000;padding:0 2px}
+sup.unverified{color:#8a0000;font-size:.7em;margin-left:2px}.verify{font-weight:600}
 figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-style:italic}
 """
 
@@ -22,6 +25,26 @@ figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f"data:image/png;base64,{data}"
+
+
+_OPEN, _CLOSE = "\ue000", "\ue001"  # private-use marks around unverified figures while rendering
+
+
+def _narrative(b: Narrative) -> str:
+    """The generated Markdown as HTML (raw HTML in it is escaped, not passed through), unverified
+    figures highlighted."""
+    from markdown_it import MarkdownIt
+
+    text = b.text.replace(_OPEN, "\ufffd").replace(_CLOSE, "\ufffd")  # same length: the spans stay put
+    parts, pos = [], 0
+    for start, end in b.unverified:
+        parts += [text[pos:start], _OPEN, text[start:end], _CLOSE]
+        pos = end
+    parts.append(text[pos:])
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render("".join(parts))
+    body = body.replace(_OPEN, '<mark class="unverified" title="not found in the computed facts">').replace(
+        _CLOSE, f'</mark><sup class="unverified">{escape(b.marker.strip("[]"))}</sup>')
+    return f'<div class="narrative">{body}</div>'
 
 
 def render(doc: Document, base_dir: Path) -> str:
@@ -43,6 +66,8 @@ def render(doc: Document, base_dir: Path) -> str:
                 head = "".join(f"<th>{escape(str(h))}</th>" for h in b.headers)
                 body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in b.rows)
                 out.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif isinstance(b, Narrative):
+                out.append(_narrative(b))
             elif isinstance(b, Figure):
                 src = _img(base_dir / b.path)
                 out.append(f'<figure><img src="{src}" alt="{escape(b.caption)}">'

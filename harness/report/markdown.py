@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from .document import Bullets, Document, Figure, Paragraph, Table
+from .document import Bullets, Document, Figure, Narrative, Paragraph, Table
 
 
 def _cell(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _narrative(b: Narrative) -> list[str]:
+    """Quoted, so the generated headings and tables stay inside the section; unverified figures
+    are followed by the marker; raw HTML in the text is shown as text."""
+    text, pos, parts = b.text, 0, []
+    for start, end in b.unverified:
+        parts += [text[pos:end], b.marker]
+        pos = end
+    parts.append(text[pos:])
+    body = "".join(parts).replace("<", "&lt;")
+    return [("> " + line).rstrip() for line in body.splitlines()] + [""]
 
 
 def render(doc: Document) -> str:
@@ -27,4 +39,6 @@ def render(doc: Document) -> str:
                 out.append("")
             elif isinstance(b, Figure):
                 out += [f"![{_cell(b.caption)}]({b.path})", "", f"*{b.caption}*", ""]
+            elif isinstance(b, Narrative):
+                out += _narrative(b)
     return "\n".join(out).rstrip() + "\n"
