@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import ConfigError
-from . import report
+from . import SCHEMA_VERSION, report
 from .ratios import ratio_rows
 from .spec import VARIANTS, AgentABSpec
 
@@ -132,7 +132,8 @@ def run(cfg: dict, spec: AgentABSpec, prepared: dict) -> int:
         engine.unload()
     rows = comparison(samples)
     raw = {
-        "schema_version": _schema(), "experiment": NAME, "started_at": started,
+        "schema_version": SCHEMA_VERSION, "experiment": NAME,
+        "status": "failed" if any(s["status"] != "ok" for s in samples) else "ok", "started_at": started,
         "ended_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "spec": asdict(spec), "config": cfg, "source": str(prepared["source"]),
         "common_overrides": prepared["common"],
@@ -166,12 +167,6 @@ def _variant_info(setup) -> dict:
             "runtime": asdict(rc.runtime), "sampling": asdict(rc.sampling),
             "n_threads": plan.load_key.n_threads, "n_threads_batch": plan.load_key.n_threads_batch,
             "agent_max_tokens": setup.agent.max_tokens, "warnings": list(plan.warnings)}
-
-
-def _schema() -> int:
-    from . import SCHEMA_VERSION
-
-    return SCHEMA_VERSION
 
 
 def _document(raw: dict):

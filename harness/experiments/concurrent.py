@@ -24,6 +24,7 @@ drift of the machine does not favour one K.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -32,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 from ..metrics import rep_metrics, summarize
-from . import report
+from . import SCHEMA_VERSION, report
 from .ratios import ratio_rows
 from .spec import THREADS_SPLIT, ConcurrentSpec
 
@@ -86,8 +87,6 @@ def speedups(aggregate_by_k: dict[int, Sequence[float]]) -> dict[int, dict]:
 
 
 def _num(x) -> bool:
-    import math
-
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
@@ -154,8 +153,13 @@ def run_round(lm, contexts, tokens: Sequence[int], sampling, seeds: Sequence[int
     threads = [threading.Thread(target=agent, args=(i,), name=f"agent-{i}") for i in range(k)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:  # Ctrl-C: the contexts must outlive every agent still decoding on them
+        for t in threads:
+            t.join()
+        raise
     return start.get("t", 0), results
 
 
@@ -180,29 +184,65 @@ def _round_record(rep: int, k: int, threads: int, seeds, t0: int, results: list)
 
 
 def run(cfg: dict, spec: ConcurrentSpec, rc, plan) -> int:
-    """Measure, write the experiment folder, print where it is. Returns the exit code (1 when a
-    round failed, after writing everything that was measured)."""
+    """Measure, write the experiment folder, print where it is. Returns the exit code: 1 when a
+    round failed or the model or a context could not be set up (recorded in experiment.json with
+    everything measured before it)."""
     from .. import engine
     from ..plan import default_threads
-    from ..workload import build_prompt
 
     out = report.new_folder(rc.results_dir, NAME)
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     load_before = report.machine_load()
     timing, generate = _generate_fn(rc.bench.timing)
     cores = default_threads()
-    s, w = rc.sampling, rc.workload
     for msg in plan.warnings:
         print(f"warning: {msg}", file=sys.stderr)
-    lm, _ = engine.load(plan)
-    contexts = []
-    rounds: list[dict] = []
+    state: dict = {"rounds": [], "lm": None, "prompt": None, "n_ctx": None}
+    error = None
     try:
-        prompt = build_prompt(w, lm, s.seed)
-        tokens = list(prompt.tokens) if prompt.tokens is not None else lm.tokenize(prompt.text, prompt.add_bos)
-        kmax = max(spec.k)
-        contexts = [engine.new_context(lm, n_threads=threads_per_agent(kmax, spec.threads_per_agent, cores),
-                                       n_ctx=plan.n_ctx_effective) for _ in range(kmax)]
+        _measure(spec, rc, plan, generate, cores, state)
+    except Exception as e:  # the run boundary: a load or context failure is recorded, not a traceback
+        error = f"{type(e).__name__}: {e}"
+        print(f"{NAME}: failed: {error}", file=sys.stderr)
+    rounds, lm, prompt = state["rounds"], state["lm"], state["prompt"]
+    rows = summary(rounds, spec.k)
+    failed = error is not None or any(r["status"] != "ok" for r in rounds)
+    raw = {
+        "schema_version": SCHEMA_VERSION, "experiment": NAME, "status": "failed" if failed else "ok",
+        "error": error, "started_at": started,
+        "ended_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "spec": asdict(spec), "config": cfg,
+        "setup": {"timing_path": timing, "physical_cores": cores, "gil_released": engine.releases_gil(),
+                  "model_path": plan.model_path, "n_ctx_per_context": state["n_ctx"],
+                  "load_ms": lm.load_ms if lm else None, "prompt": prompt.summary() if prompt else {},
+                  "workload": rc.workload.name, "max_tokens": rc.workload.max_tokens, "ignore_eos": True,
+                  "engine": engine.engine_info(), "warnings": list(plan.warnings),
+                  "machine_load_before": load_before, "machine_load_after": report.machine_load()},
+        "rounds": rounds, "summary": rows,
+    }
+    doc = _document(raw)
+    paths = report.write(out, raw, TABLE_FILE, TABLE_HEADER, [[row[h] for h in TABLE_HEADER] for row in rows], doc)
+    _print_table(rows)
+    print(f"report: {paths['html']}")
+    return 1 if failed else 0
+
+
+def _measure(spec: ConcurrentSpec, rc, plan, generate, cores: int, state: dict) -> None:
+    """Load, make the contexts, warm up, and run every round into state["rounds"]."""
+    from .. import engine
+    from ..workload import build_prompt
+
+    s, w = rc.sampling, rc.workload
+    lm = state["lm"] = engine.load(plan)[0]
+    prompt = state["prompt"] = build_prompt(w, lm, s.seed)
+    tokens = list(prompt.tokens) if prompt.tokens is not None else lm.tokenize(prompt.text, prompt.add_bos)
+    kmax = max(spec.k)
+    contexts = []
+    try:
+        for _ in range(kmax):
+            contexts.append(engine.new_context(lm, n_threads=threads_per_agent(kmax, spec.threads_per_agent, cores),
+                                               n_ctx=plan.n_ctx_effective))
+        state["n_ctx"] = contexts[0].n_ctx
         for i in range(spec.warmup):
             run_round(lm, contexts, tokens, s, [s.seed + 1_000_000 + j for j in range(kmax)], w.max_tokens, generate)
         for r in range(spec.repetitions):
@@ -213,39 +253,15 @@ def run(cfg: dict, spec: ConcurrentSpec, rc, plan) -> int:
                 seeds = [s.seed + r + 1000 * i for i in range(k)]
                 t0, results = run_round(lm, contexts[:k], tokens, s, seeds, w.max_tokens, generate)
                 rec = _round_record(r, k, threads, seeds, t0, results)
-                rounds.append(rec)
+                state["rounds"].append(rec)
                 if rec["status"] != "ok":
-                    print(f"{NAME}: rep {r} K={k} failed: {rec['error']}", file=sys.stderr)
+                    print(f"{NAME}: rep {r + 1}/{spec.repetitions} K={k} failed: {rec['error']}", file=sys.stderr)
                 else:
                     print(f"{NAME}: rep {r + 1}/{spec.repetitions} K={k}: aggregate "
                           f"{rec['aggregate_tps']:.1f} tok/s", file=sys.stderr)
     finally:
         for ec in contexts:
             engine.free_context(ec)
-    rows = summary(rounds, spec.k)
-    raw = {
-        "schema_version": report_schema(), "experiment": NAME, "started_at": started,
-        "ended_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        "spec": asdict(spec), "config": cfg,
-        "setup": {"timing_path": timing, "physical_cores": cores, "gil_released": engine.releases_gil(),
-                  "model_path": plan.model_path, "n_ctx_per_context": contexts[0].n_ctx if contexts else None,
-                  "load_ms": lm.load_ms, "prompt": prompt.summary(), "workload": w.name, "max_tokens": w.max_tokens,
-                  "ignore_eos": True, "engine": engine.engine_info(), "warnings": list(plan.warnings),
-                  "machine_load_before": load_before, "machine_load_after": report.machine_load()},
-        "rounds": rounds, "summary": rows,
-    }
-    doc = _document(raw)
-    paths = report.write(out, raw, TABLE_FILE, TABLE_HEADER, [[row[h] for h in TABLE_HEADER] for row in rows], doc)
-    _print_table(rows)
-    print(f"report: {paths['html']}")
-    failed = sum(1 for r in rounds if r["status"] != "ok")
-    return 1 if failed else 0
-
-
-def report_schema() -> int:
-    from . import SCHEMA_VERSION
-
-    return SCHEMA_VERSION
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -297,6 +313,8 @@ def _document(raw: dict):
         *[f"warning: {x}" for x in st["warnings"]],
     ) if x)))
     failed = [r for r in raw["rounds"] if r["status"] != "ok"]
+    if raw["error"]:
+        sec.blocks.insert(0, Paragraph(f"The experiment stopped: {raw['error']}", strong=True))
     if failed:
         doc.section("Failed rounds").add(Bullets(tuple(f"rep {r['rep']} K={r['k']}: {r['error']}" for r in failed)))
     return doc

@@ -82,6 +82,19 @@ def test_concurrent_agents_table_and_speedup_from_raw(harness_cli, tmp_path):
 
 
 @pytest.mark.slow
+def test_concurrent_round_failing_at_run_time_is_recorded_and_the_rest_goes_on(harness_cli, tmp_path):
+    # the prompt does not fit the contexts: every round fails with its error, the folder is written
+    r = harness_cli("experiment", "concurrent_agents", *TINY_CONCURRENT, "runtime.n_ctx=64",
+                    f"results_dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
+    raw = json.loads((_folder(tmp_path, "concurrent_agents") / "experiment.json").read_text())
+    assert raw["status"] == "failed" and len(raw["rounds"]) == 4
+    assert all(x["status"] == "failed" and "does not fit" in x["error"] for x in raw["rounds"])
+    assert [row["rounds_failed"] for row in raw["summary"]] == [2, 2]
+    assert raw["summary"][1]["speedup"] is None
+
+
+@pytest.mark.slow
 def test_agent_ab_compares_b_with_a(harness_cli, tmp_path):
     src = _source_dir(tmp_path)
     r = harness_cli("experiment", "agent_ab", f"experiment.source={src}", "experiment.repetitions=2",
