@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -84,10 +85,13 @@ def cmd_run(args: list[str]) -> int:
 
     import hydra
 
-    from . import hydra_conf, runner
+    from . import hydra_conf, runner, store
     from .callbacks import LAST
 
     hydra_conf.register_resolvers()
+    # A log file that cannot be written (disk full) must not print a traceback per message: the
+    # write of the results says what went wrong, once.
+    logging.raiseExceptions = False
     LAST.update(sweep_dir=None, rows=[], counts=None, before=None)
     if not any(a.split("=", 1)[0].lstrip("+~") == "sweep_name" for a in args):
         # One timestamp for the whole invocation: each job composes its own config, and a
@@ -108,12 +112,21 @@ def cmd_run(args: list[str]) -> int:
         progress.stop()
         _mark_interrupted(LAST.get("sweep_dir"), "SIGTERM" if code == 143 else "SIGINT")
         return code
+    except store.ResultNotWritten as e:
+        # A run.json could not be written (disk full, read-only, quota): the sweep stops rather
+        # than measure points whose results would be lost too. One line, no traceback.
+        from . import progress
+
+        progress.stop()
+        print(f"error: {e}", file=sys.stderr)
+        _mark_interrupted(LAST.get("sweep_dir"), "results not written")
+        return 1
     except SystemExit as e:
         # Hydra reports an exception that escaped the launcher (a job process that died without
         # a result: killed, out of memory, over its time limit) and exits 1. The points that
         # finished stand; the index says the sweep stopped short.
         if e.code not in (0, None, 2) and LAST.get("sweep_dir") is not None and LAST.get("counts") is None:
-            _mark_interrupted(LAST["sweep_dir"], "a job ended without a result")
+            _mark_interrupted(LAST["sweep_dir"], _why_stopped(e))
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -147,13 +160,28 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _why_stopped(e: SystemExit) -> str:
+    """Hydra printed the exception that stopped the sweep and exited 1; the exception it was
+    handling tells a disk that takes no more files (Hydra's own files of the next job could not
+    be written) from a job that died."""
+    import errno
+
+    cause = e.__context__
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return f"results not written: {cause.strerror}"
+    return "a job ended without a result"
+
+
 def _mark_interrupted(sweep_dir, how: str) -> None:
     from . import sweepindex
     from .callbacks import invocation_counts
 
     t = invocation_counts(finished=False)
     if sweep_dir is not None:
-        sweepindex.rebuild(sweep_dir, state="interrupted", last_invocation=dict(t))
+        try:
+            sweepindex.rebuild(sweep_dir, state="interrupted", last_invocation=dict(t))
+        except OSError as e:  # a full disk takes no index either; sweep.json keeps its last whole version
+            print(f"error: {sweep_dir / 'sweep.json'} not updated: {e.strerror or e}", file=sys.stderr)
     print(f"interrupted ({how}): {t['ok']} ok, {t['failed']} failed, {t['skipped']} skipped"
           + (f"; re-run with sweep_name={sweep_dir.name} to finish the missing points" if sweep_dir else ""),
           file=sys.stderr)

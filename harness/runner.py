@@ -106,8 +106,12 @@ def run_point(cfg) -> str:
         log.error("%s: failed: %s: %s", job_name, type(e).__name__, e)
         phase = getattr(e, "harness_phase", "measure")
         # Whatever was measured before the failure stays: the record and its token timings.
+        # The token file is a bonus; whether the failure is recorded at all is run.json's write.
         if state["tokens"]:
-            _write_tokens(job_dir, state["tokens"])
+            try:
+                _write_tokens(job_dir, state["tokens"])
+            except OSError as we:
+                log.error("%s: token timings not written: %s", job_name, we)
         rec = replace(state["record"], status="failed", ended_at=_now(),
                       error=RunError(type(e).__name__, str(e), phase))
     return _finish(job_dir, rec)
@@ -118,7 +122,13 @@ def _write_tokens(job_dir: Path, rows: list[tuple]) -> None:
 
 
 def _finish(job_dir: Path, rec: RunRecord) -> str:
-    store.write_json(job_dir / store.RUN_FILE, rec.to_dict())
+    """Write the point's run.json. When that fails (disk full, read-only, quota) the sweep stops
+    with store.ResultNotWritten: the next points would measure and lose their results too. The
+    atomic write leaves no partial run.json and no temporary file."""
+    try:
+        store.write_json(job_dir / store.RUN_FILE, rec.to_dict())
+    except OSError as e:
+        raise store.ResultNotWritten(e) from e
     TALLY[rec.status] += 1
     progress.point_done(rec.job_name, rec.status)
     return rec.status

@@ -25,8 +25,22 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class ResultNotWritten(BaseException):
+    """A point's run.json could not be written (disk full, read-only file system, quota). Its
+    result is lost and every later point's would be too, so the sweep stops: like Ctrl-C it is a
+    BaseException, which passes Hydra's per-job `except Exception` and reaches the CLI. `str()`
+    is the one-line message, naming the file and the system's reason."""
+
+    def __init__(self, error: OSError):
+        self.error = error
+        super().__init__(f"cannot write {error.filename}: {error.strerror or error}")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
+
+    On failure the temporary file is removed and the OSError names `path` (a failed write() or
+    fsync() names no file of its own)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
@@ -37,11 +51,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
