@@ -75,6 +75,8 @@ def fmt(v, unit: str | None = None) -> str:
 
     if unit == "fraction":
         return f"{v * 100:.1f}"
+    if isinstance(v, str):
+        return v.replace("|", "/").replace("\n", " ")  # one table cell
     return _num(float(v)) if isinstance(v, float) else _num(v)
 
 
@@ -104,9 +106,13 @@ def build_facts(an) -> FactSheet:
     params = shown_params(an)
     records = configs.to_dict("records")
     summary: list[Line] = []
-    first = records[0] if records else {}
-    summary.append(Line(f"Model: {_v(first, 'model') or 'unknown'}; engine: {_v(first, 'engine') or 'unknown'}; "
-                        f"hardware: {_v(first, 'hardware') or 'unknown'}."))
+    groups = list(dict.fromkeys(r.get("hardware_group") for r in records))
+    names = {g: f"G{i}" for i, g in enumerate(groups, 1)} if len(groups) > 1 else {}
+    for g in groups:  # never pooled: one line per hardware / model / engine group
+        r = next(x for x in records if x.get("hardware_group") == g)
+        summary.append(Line((f"Group {names[g]}: " if names else "")
+                            + f"model: {_v(r, 'model') or 'unknown'}; engine: {_v(r, 'engine') or 'unknown'}; "
+                            f"hardware: {_v(r, 'hardware') or 'unknown'}."))
     n_ok = len(an.ok)
     n_failed = int((an.samples["status"] == "failed").sum())
     summary.append(Line(f"Configurations: {len(records)}; samples: {n_ok} ok, {n_failed} failed.",
@@ -120,7 +126,7 @@ def build_facts(an) -> FactSheet:
             if mean is None:
                 continue
             where, pf = _param_facts(row, params, label)
-            text = f"{label}: {fmt(mean)} {unit or ''}".rstrip()
+            text = (f"[{names[group]}] " if names else "") + f"{label}: {fmt(mean)} {unit or ''}".rstrip()
             facts = [Fact(label, float(mean), unit, metric), *pf]
             if lo is not None and hi is not None:
                 text += f" (95% CI {fmt(lo)}-{fmt(hi)})"
@@ -135,10 +141,13 @@ def build_facts(an) -> FactSheet:
         big = e.get("largest_rel_diff")
         if big is None or big != big:
             continue
-        verdict = e.get("verdict", "")
-        summary.append(Line(f"Effect of {e['param']} on {e['metric']}: {verdict} (largest difference "
+        verdict, param = e.get("verdict", ""), e["param"]
+        if param not in params and param.endswith("_effective") and param[: -len("_effective")] in params:
+            param = param[: -len("_effective")]  # the effective twin equals the request: name the request
+        where = f" [{names[e['group']]}]" if e.get("group") in names else ""
+        summary.append(Line(f"Effect of {param} on {e['metric']}{where}: {verdict} (largest difference "
                             f"{abs(big) * 100:.1f}%).",
-                            (Fact(f"effect of {e['param']} on {e['metric']}", abs(big), "fraction"),)))
+                            (Fact(f"effect of {param} on {e['metric']}{where}", abs(big), "fraction"),)))
     noisy = int(configs["noisy"].sum()) if "noisy" in configs else 0
     if noisy:
         summary.append(Line(f"Noisy configurations (decode or TTFT CV > 5%, or fewer than 3 samples): "
@@ -146,10 +155,12 @@ def build_facts(an) -> FactSheet:
                                                              Fact("noise threshold", 5.0, "%"),
                                                              Fact("minimum samples", 3.0))))
     cols = [c for c in COLUMNS if c[0] in configs and configs[c[0]].notna().any()]
-    headers = ("#", *params, "n", *(c[1] for c in cols))
+    headers = ("#", *(("group",) if names else ()), *params, "n", *(c[1] for c in cols))
     rows: list[Line] = []
     for i, r in enumerate(records, 1):
         cells, facts = [str(i)], [Fact(f"config {i}", float(i))]
+        if names:
+            cells.append(names[r.get("hardware_group")])
         for p in params:
             v = _v(r, p)
             cells.append(fmt(v) if v is not None else "-")

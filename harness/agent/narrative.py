@@ -13,6 +13,7 @@ generation recorded as a run (out_dir/run.json, tokens.csv, telemetry.csv), the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -107,12 +108,22 @@ def compose(overrides: Sequence[str]) -> dict:
 
     from ..hydra_conf import compose as hydra_compose
 
+    args = [AGENT_GROUP, *overrides]
+    if not any(o.split("=", 1)[0].lstrip("+~") == "sweep_name" for o in overrides):
+        args.append("sweep_name=agent")  # the run's sweep_name in run.json; it joins no sweep folder
     try:
-        return hydra_compose([AGENT_GROUP, *overrides])
+        return hydra_compose(args)
     except (HydraException, OmegaConfBaseException) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        bad = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in first), " ".join(overrides))
-        raise ConfigError("override", bad, f"cannot be applied ({first})") from e
+        msg = str(e).strip()
+        first = msg.splitlines()[0] if msg else type(e).__name__
+        bad = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in first), None)
+        options = re.search(r"Available options[^:]*:((?:\n\t\S+)+)", msg)
+        allowed = f"cannot be applied ({first.rstrip('.')})" + (
+            "; available: " + ", ".join(options.group(1).split()) if options else "")
+        if bad is None:
+            raise ConfigError("overrides", " ".join(overrides), allowed) from e
+        key, _, value = bad.partition("=")
+        raise ConfigError(key.lstrip("+~"), value, allowed) from e
 
 
 def prepare(cfg_overrides: Sequence[str] = ()) -> AgentSetup:
