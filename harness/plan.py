@@ -130,9 +130,54 @@ def default_threads() -> int:
     return max(1, n)
 
 
-def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path | None = None) -> Plan:
+# Bytes per element of the KV-cache types (ggml block size / elements per block).
+_KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+                  "q4_1": 20 / 32, "q4_0": 18 / 32}
+
+
+def kv_cache_bytes(info: GGUFInfo, n_ctx: int, type_k: str, type_v: str) -> int | None:
+    """Size of llama.cpp's KV cache for `n_ctx` cells with every layer at full size (as llama.cpp
+    allocates sliding-window layers here), from the GGUF's attention metadata; None when the
+    file does not say."""
+    md, arch = info.metadata, info.architecture
+    n_head_kv = info.n_head_kv or info.n_head
+    if not (info.n_layers and n_head_kv):
+        return None
+    head = info.n_embd // info.n_head if info.n_embd and info.n_head else None
+    k = md.get(f"{arch}.attention.key_length", head)
+    v = md.get(f"{arch}.attention.value_length", head)
+    if not isinstance(k, int) or not isinstance(v, int):
+        return None
+    per_cell = info.n_layers * n_head_kv * (k * _KV_TYPE_BYTES[type_k] + v * _KV_TYPE_BYTES[type_v])
+    return int(n_ctx * per_cell)
+
+
+def _check_kv_fits(cfg: RunConfig, info: GGUFInfo, ngl: int, host_memory_bytes: int | None) -> None:
+    """A KV cache in host memory larger than the host's memory is refused before anything loads.
+    llama.cpp would not fail cleanly: it fills its per-cell bookkeeping (or zeroes an
+    overcommitted buffer) until the kernel kills the process, and the whole sweep with it. A KV
+    cache on the GPU is left to llama.cpp, whose failed device allocation is an ordinary load error."""
+    r = cfg.runtime
+    if ngl > 0 and r.offload_kqv:
+        return
+    need = kv_cache_bytes(info, r.n_ctx, r.type_k, r.type_v)
+    if need is None:
+        return
+    if host_memory_bytes is None:
+        import psutil
+
+        host_memory_bytes = psutil.virtual_memory().total
+    if need > host_memory_bytes:
+        raise ConfigError("runtime.n_ctx", r.n_ctx,
+                          f"must fit its KV cache in host memory: {need / 2**30:.1f} GiB needed "
+                          f"({r.type_k}/{r.type_v}), this host has {host_memory_bytes / 2**30:.1f} GiB")
+
+
+def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path | None = None,
+              host_memory_bytes: int | None = None) -> Plan:
     """Resolve the model file and the effective parameters. Raises ConfigError for a model that
-    cannot be used and for a GPU requirement the build cannot meet."""
+    cannot be used, for a GPU requirement the build cannot meet and for a host-memory KV cache
+    larger than the host's memory (`host_memory_bytes`, default: this host's total)."""
     if model_path is None:
         try:
             model_path = resolve(cfg.model)
@@ -159,6 +204,7 @@ def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path |
     n_ctx = r.n_ctx
     if info.n_ctx_train and n_ctx > info.n_ctx_train:
         warnings.append(f"runtime.n_ctx={n_ctx} exceeds the model's trained context {info.n_ctx_train}")
+    _check_kv_fits(cfg, info, ngl, host_memory_bytes)
     w = cfg.workload
     if w.prompt_tokens is not None and w.prompt_tokens + w.max_tokens > n_ctx:
         raise ConfigError("workload.prompt_tokens", w.prompt_tokens,
