@@ -122,6 +122,18 @@ def test_engine_refusing_to_load_fails_that_point_and_the_sweep_goes_on(tmp_path
     assert refused["provenance"]["model"]["sha256"]  # where and with what it failed is recorded
     assert ok["status"] == "ok" and len(ok["repetitions"]) == 2
     assert ok["load"]["reused"] is False
+    # The pre-flight's KV-cache estimate (what the memory check above relies on) is what llama.cpp
+    # allocated: the K and V sizes of every cache it reports in its load log, to its rounding.
+    import re
+
+    from harness.gguf import read_gguf_info
+    from harness.plan import kv_cache_bytes
+
+    log = (tmp_path / "e" / ok["job_name"] / "engine_load.log").read_text()
+    sizes = [float(k) + float(v) for k, v in re.findall(r"K \(f16\):\s+([\d.]+) MiB, V \(q8_0\):\s+([\d.]+) MiB", log)]
+    assert sizes, log[-2000:]
+    estimate = kv_cache_bytes(read_gguf_info(ok["effective"]["model_path"]), 256, "f16", "q8_0") / 2**20
+    assert estimate == pytest.approx(sum(sizes), abs=0.01 * len(sizes))
 
 
 def _tree(root: Path) -> set[str]:
