@@ -96,7 +96,10 @@ def cmd_run(args: list[str]) -> int:
     if not any(a.split("=", 1)[0].lstrip("+~") == "sweep_name" for a in args):
         # One timestamp for the whole invocation: each job composes its own config, and a
         # per-job ${now:} would scatter one sweep over several folders.
-        args = args + [f"sweep_name={datetime.now().strftime('%Y%m%d-%H%M%S')}"]
+        # Next to the last override: Hydra's parser takes one run of overrides, so one placed
+        # after an option (`harness run -m a=1,2 --cfg hydra`) would be refused.
+        at = max((i + 1 for i, a in enumerate(args) if "=" in a and not a.startswith("-")), default=len(args))
+        args = [*args[:at], f"sweep_name={datetime.now().strftime('%Y%m%d-%H%M%S')}", *args[at:]]
     task = hydra.main(version_base="1.3", config_path=hydra_conf.conf_dir(), config_name="config")(runner.run_point)
     saved = sys.argv
     sys.argv = ["harness run", *args]

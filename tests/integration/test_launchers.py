@@ -142,3 +142,11 @@ def test_local_preset_keeps_submitit_files_in_the_sweep_folder(tmp_path):
     lc = _launcher(["hydra/launcher=local", f"results_dir={tmp_path}", "sweep_name=lo"])
     assert lc["_target_"].endswith("LocalLauncher") and lc["gpus_per_node"] == 1
     assert lc["submitit_folder"] == f"{tmp_path}/lo/.submitit/%j"
+
+
+def test_cli_shows_the_launcher_config_after_the_overrides(tmp_path, harness_cli):
+    # The CLI adds sweep_name next to the overrides, not after `--cfg hydra` where Hydra refuses it.
+    r = harness_cli("run", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "--cfg", "hydra", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "partition: debug" in r.stdout and "SlurmLauncher" in r.stdout
+    assert list(tmp_path.iterdir()) == []
