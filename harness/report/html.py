@@ -4,6 +4,7 @@ embeds). Every piece of text is escaped: prompts, file names and errors come fro
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def _narrative(b: Narrative) -> str:
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render("".join(parts))
     body = body.replace(_OPEN, '<mark class="unverified" title="not found in the computed facts">').replace(
         _CLOSE, f'</mark><sup class="unverified">{escape(b.marker.strip("[]"))}</sup>')
+    # Its headings two levels down: they are inside a section of the report, not sections of it.
+    body = re.sub(r"<(/?)h([1-6])>", lambda m: f"<{m[1]}h{min(6, int(m[2]) + 2)}>", body)
     return f'<div class="narrative">{body}</div>'
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .document import Bullets, Document, Figure, Narrative, Paragraph, Table
 
 
@@ -18,7 +20,9 @@ def _narrative(b: Narrative) -> list[str]:
         pos = end
     parts.append(text[pos:])
     body = "".join(parts).replace("<", "&lt;")
-    return [("> " + line).rstrip() for line in body.splitlines()] + [""]
+    # Its headings two levels down: they are inside a section of the report, not sections of it.
+    lines = [("##" + line) if re.match(r"#{1,4} ", line) else line for line in body.splitlines()]
+    return [("> " + line).rstrip() for line in lines] + [""]
 
 
 def render(doc: Document) -> str:

@@ -63,13 +63,14 @@ def test_agent_writes_the_narrative_section_with_its_verification_header(agent_r
     # The generated text is in the section, quoted, starting with the configured answer prefix.
     text = (out / "agent" / "narrative.md").read_text().strip()
     assert text.startswith("## 1. Executive summary")
-    assert "> ## 1. Executive summary" in md
+    assert "> #### 1. Executive summary" in md  # its headings stay inside the section
     # The headline figures still come from the analysis.
     assert re.search(r"^\*\*Best decode tok/s: [\d.,]+ ", md, re.M)
     page = (out / "report.html").read_text()
     p = _Text()
     p.feed(page)
-    assert f"2. {TITLE}" in p.h2
+    assert f"2. {TITLE}" in p.h2 and '<div class="narrative"><h4>1. Executive summary</h4>' in page
+    assert len([h for h in p.h2 if h.strip()]) == len(re.findall(r"^## \d+\. ", md, re.M))
     assert f"<strong>{header[1]} of {header[2]} figures verified</strong>" in page
     assert p.marks == len(check["unverified"])
     assert f"narrative: {header[1]} of {header[2]} figures verified" in r.stdout

@@ -101,7 +101,7 @@ def test_report_renders_the_marked_narrative_in_markdown_and_escaped_html(tmp_pa
     assert '<mark class="unverified"' in page and "150.3 tok/s</mark>" in page
     assert "<strong>104.1 tok/s</strong>" in page
     assert "<script>" not in page and "&lt;script&gt;" in page
-    assert "<table>" in page
+    assert "<table>" in page and "<h4>1. Summary</h4>" in page and "> #### 1. Summary" in md
 
 
 def test_facts_table_is_cut_to_the_budget_and_takes_its_facts_with_it():
