@@ -187,6 +187,10 @@ def _document(raw: dict):
     notes = [f"{r['label']}: {r['note']}" for r in raw["comparison"] if r["note"] not in ("significant", "not significant")]
     if notes:
         sec.add(Bullets(tuple(notes)))
+    for label in VARIANTS:
+        mine = [s for s in raw["samples"] if s["variant"] == label]
+        if mine and all(s["status"] != "ok" for s in mine):
+            sec.add(Paragraph(f"Variant {label}: every repetition failed ({mine[0]['error']}).", strong=True))
     if not raw["comparison"]:
         sec.add(Paragraph("No metric has ok repetitions on both sides: nothing to compare.", strong=True))
     v = doc.section("Configurations")

@@ -131,6 +131,22 @@ def test_agent_ab_compares_b_with_a(harness_cli, tmp_path):
     assert [t["metric"] for t in table][:2] == ["decode_tps", "ttft_ms"]
 
 
+@pytest.mark.slow
+def test_agent_ab_failing_repetitions_are_recorded_and_reported(harness_cli, tmp_path):
+    # the fact sheet does not fit a 128-token context in either variant: every repetition fails
+    src = _source_dir(tmp_path)
+    r = harness_cli("experiment", "agent_ab", f"experiment.source={src}", "experiment.repetitions=2",
+                    "experiment.warmup=0", "agent.max_tokens=8", "runtime.n_ctx=128",
+                    f"results_dir={tmp_path / 'results'}", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
+    out = _folder(tmp_path / "results", "agent_ab")
+    raw = json.loads((out / "experiment.json").read_text())
+    assert raw["status"] == "failed" and len(raw["samples"]) == 4 and raw["comparison"] == []
+    assert all(s["status"] == "failed" and "PromptTooLong" in s["error"] for s in raw["samples"])
+    md = (out / "report.md").read_text()
+    assert "Variant A: every repetition failed" in md and "nothing to compare" in md
+
+
 @pytest.mark.parametrize("args,key,allowed", [
     (["concurrent_agents", "experiment.bogus=1"], "experiment.bogus", "not a key of experiment concurrent_agents"),
     (["concurrent_agents", "experiment.k=[2,4]"], "experiment.k", "must include 1"),
