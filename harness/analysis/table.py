@@ -32,7 +32,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("error", "str", "id", "error text of a failed sample"),
     Column("started_at", "str", "meta", "ISO time of the run, when known"),
     # never pooled across these
-    Column("hardware", "str", "group", "CPU model + GPU name(s) (+ host when known), e.g. 'AMD EPYC | NVIDIA H100'"),
+    Column("hardware", "str", "group", "CPU model + GPU name(s) (not the host name: identical machines pool), e.g. 'AMD EPYC | NVIDIA H100'"),
     Column("model", "str", "group", "model name or file name"),
     Column("model_sha256", "str", "group", "model file hash when known"),
     Column("engine", "str", "group", "engine and build, e.g. 'llama-cpp-python 0.3.36 cpu'"),
