@@ -137,6 +137,10 @@ def prepare(cfg_overrides: Sequence[str] = ()) -> AgentSetup:
     cfg["workload"] = {**cfg["workload"], "name": "insight_agent", "kind": "text", "system": ag.system,
                        "prompt": ag.task, "max_tokens": ag.max_tokens, "prompt_tokens": None}
     rc, plan = preflight({k: v for k, v in cfg.items() if k != "agent"})
+    if ag.max_tokens >= plan.n_ctx_effective:
+        raise ConfigError("agent.max_tokens", ag.max_tokens,
+                          f"must be less than the context (runtime.n_ctx={plan.n_ctx_effective}) to leave room "
+                          "for the facts; lower it or raise runtime.n_ctx")
     return AgentSetup(cfg=cfg, agent=ag, rc=rc, plan=plan, overrides=tuple(cfg_overrides))
 
 

@@ -125,6 +125,7 @@ def test_report_with_narrative_llm_and_sampling_overrides(sweep):
     (["report", "report.narrative=llm", "runtime.n_ctx=0"], "runtime.n_ctx"),
     (["report", "report.narrative=poem"], "report.narrative"),
     (["agent", "model=nope"], "gemma3_270m"),  # names what is available
+    (["agent", "runtime.n_ctx=512"], "agent.max_tokens"),  # 600 tokens to write leave no room for the facts
 ])
 def test_bad_override_is_one_line_and_exit_2_before_loading(sweep, tmp_path, args, key):
     cmd, *rest = args
