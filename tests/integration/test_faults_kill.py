@@ -136,6 +136,7 @@ def test_sigkill_matrix(tmp_path, model_path, request, record_property):
     sweep = tmp_path / f"k{round_}"
     seen_ok: dict[str, str] = {}
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.setdefault("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")  # as run_harness: this session's locks
     while figures["faults_injected"] < MIN_FAULTS and figures["trials"] < MAX_TRIALS:
         mode = MODES[figures["trials"] % len(MODES)] if figures["trials"] < 2 * len(MODES) else \
             rng.choices(MODES, weights=(2, 1, 2))[0]
