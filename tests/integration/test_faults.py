@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import TINY, load_schema, run_harness, run_records
+from conftest import TINY, load_schema, run_records
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,8 @@ def test_model_file_removed_mid_sweep_fails_that_point_only(tmp_path, model_path
 
     models = [_model_copy(model_path, tmp_path / f"{name}.gguf") for name in ("a", "b", "c")]
     sweep = tmp_path / "m"
-    args = ["run", "-m", "model.path=" + ",".join(str(m) for m in models), *TINY, "report.auto=false",
-            f"results_dir={tmp_path}", "sweep_name=m"]
+    args = ["run", "-m", "model.path=" + ",".join(str(m) for m in models), *TINY, "runtime.n_threads=1",
+            "report.auto=false", f"results_dir={tmp_path}", "sweep_name=m"]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env["HARNESS_CACHE"] = str(tmp_path / "cache")  # sha256 of these temporary paths: not the user's cache
     env.setdefault("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")  # as run_harness: this session's locks
