@@ -202,6 +202,8 @@ def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path |
         warnings.append(f"runtime.n_gpu_layers={r.n_gpu_layers} exceeds the model's {n_layers + 1} offloadable "
                         f"layers: same configuration as n_gpu_layers=all")
     n_ctx = r.n_ctx
+    if n_ctx > 2**32 - 1:  # llama.cpp's n_ctx is 32-bit: a larger value would silently wrap around
+        raise ConfigError("runtime.n_ctx", n_ctx, f"must be at most {2**32 - 1} (llama.cpp's context size is 32-bit)")
     if info.n_ctx_train and n_ctx > info.n_ctx_train:
         warnings.append(f"runtime.n_ctx={n_ctx} exceeds the model's trained context {info.n_ctx_train}")
     _check_kv_fits(cfg, info, ngl, host_memory_bytes)

@@ -103,6 +103,16 @@ def test_context_whose_kv_cache_cannot_fit_in_memory_stops_before_loading(tmp_pa
     assert not list(tmp_path.rglob("run.json"))  # nothing ran, the first point included
 
 
+def test_context_beyond_32_bits_stops_before_loading(tmp_path, harness_cli):
+    """llama.cpp's n_ctx is 32-bit: 2**32 + 256 would reach it as 256 and silently measure another
+    configuration than the one recorded."""
+    r = harness_cli("run", "runtime.n_ctx=4294967552", *TINY, f"results_dir={tmp_path}", "sweep_name=w", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: runtime.n_ctx: must be at most 4294967295 (llama.cpp's context size is 32-bit), got 4294967552")
+    assert not list(tmp_path.rglob("run.json"))
+
+
 def test_engine_refusing_to_load_fails_that_point_and_the_sweep_goes_on(tmp_path, harness_cli):
     """Valid for the harness, refused by llama.cpp at context creation: a quantised V cache
     without flash attention. The point is recorded as failed in phase load with llama.cpp's
