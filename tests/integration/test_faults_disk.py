@@ -99,7 +99,7 @@ int rename(const char *src, const char *dst) {
 }
 """
 
-POINTS = ["sampling.temperature=0.2,1.0"]  # one load, two points
+POINTS = ["sampling.temperature=0.2,1.0", "runtime.n_threads=1"]  # one load, two points
 
 
 @pytest.fixture(scope="module")
