@@ -13,7 +13,7 @@ from harness.config import validate
 from harness.hydra_conf import compose
 
 CONF = ROOT / "conf"
-GROUP_OPTIONS = [(g.name, p.stem) for g in sorted(CONF.iterdir()) if g.is_dir() and g.name not in ("sweep", "experiment")
+GROUP_OPTIONS = [(g.name, p.stem) for g in sorted(CONF.iterdir()) if g.is_dir() and g.name not in ("sweep", "experiment", "agent")
                  for p in sorted(g.glob("*.yaml"))]
 
 
@@ -25,6 +25,20 @@ def test_group_option_composes_and_validates(group, option):
         assert rc.workload.name == option
         if rc.workload.prompt_tokens:
             assert rc.workload.prompt_tokens + rc.workload.max_tokens <= rc.runtime.n_ctx
+
+
+AGENT_OPTIONS = sorted(p.stem for p in (CONF / "agent").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("option", AGENT_OPTIONS)
+def test_agent_option_composes_and_validates(option):
+    """The agent group is added on top of the run config (+agent=...), as `harness agent` does."""
+    from harness.agent.narrative import agent_config
+
+    cfg = compose([f"+agent={option}"])
+    rc = validate(cfg)
+    a = agent_config(cfg)
+    assert a.max_tokens < rc.runtime.n_ctx
 
 
 def _points(preset: str) -> list[list[str]]:
