@@ -113,13 +113,23 @@ def _print_configs(an) -> None:
     Console(width=160).print(t)
 
 
-def write_report(paths: list[Path], out: Path, max_file_mb: float = 200.0) -> dict:
+def write_report(paths: list[Path], out: Path, max_file_mb: float = 200.0, narrative: str = "none") -> dict:
+    """Analyse `paths` and write the report into `out`; narrative="llm" adds the section written
+    by the local model with the agent's default config (its run goes to out/agent)."""
     from .analysis.pipeline import analyze
     from .report.build import write
 
     an = analyze(paths, max_file_bytes=int(max_file_mb * 2**20))
     write_tables(an, out.parent / "analysis" if out.name == "report" else out / "analysis")
-    return write(an, out)
+    if narrative != "llm":
+        return write(an, out)
+    from .agent.cli import narrate, summarize
+    from .agent.narrative import prepare
+
+    result = narrate(an, out, prepare([]))
+    paths_out = write(an, out, narrative=result)
+    summarize(result)
+    return paths_out
 
 
 def cmd_report(args: list[str]) -> int:

@@ -121,6 +121,7 @@ class SweepIndex(Callback):
         progress.stop()
         _ended(Path(config.hydra.sweep.dir))
         LAST["report_auto"] = bool(config.get("report", {}).get("auto", False))
+        LAST["report_narrative"] = str(config.get("report", {}).get("narrative", "none"))
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         preflight_sweep(config)

@@ -147,7 +147,8 @@ def cmd_run(args: list[str]) -> int:
         from .analysis_cli import write_report
 
         try:
-            paths = write_report([LAST["sweep_dir"]], LAST["sweep_dir"] / "report")
+            paths = write_report([LAST["sweep_dir"]], LAST["sweep_dir"] / "report",
+                                 narrative=LAST.get("report_narrative") or "none")
             print(f"report: {paths['html']}")
         except Exception as e:  # the sweep's results stand even if the report cannot be made
             print(f"report: not written: {type(e).__name__}: {e}", file=sys.stderr)

@@ -20,6 +20,7 @@ KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_
 FLASH_ATTN = ("on", "off", "auto")
 TIMING = ("auto", "python", "native")
 NVML_MODES = ("auto", "on", "off")
+NARRATIVE_MODES = ("none", "llm")  # report.narrative: llm = written by the local model, fact-checked
 WORKLOAD_KINDS = ("text", "random_tokens", "fill_to_length")
 MODEL_SOURCES = ("package", "file")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
@@ -309,9 +310,10 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
     )
 
     rep = cfg.get("report") or {}
-    if not isinstance(rep, Mapping) or set(rep) - {"auto"}:
-        raise ConfigError("report", rep, "must be a mapping with the key auto")
+    if not isinstance(rep, Mapping) or set(rep) - {"auto", "narrative"}:
+        raise ConfigError("report", rep, "must be a mapping with the keys auto and narrative")
     _bool(rep, "report", "auto", True)
+    _choice(rep, "report", "narrative", NARRATIVE_MODES, "none")
 
     results_dir = cfg.get("results_dir", "results")
     if not isinstance(results_dir, str) or not results_dir.strip():

@@ -338,3 +338,22 @@ def test_validate_is_pure(monkeypatch):
     monkeypatch.undo()
     assert rc == expected
     assert cfg == snapshot  # the input is not modified
+
+
+@pytest.mark.parametrize("report, ok", [
+    ({"auto": True, "narrative": "none"}, True),
+    ({"auto": False, "narrative": "llm"}, True),
+    ({"auto": True}, True),
+    ({"auto": True, "narrative": "poem"}, False),
+    ({"auto": True, "narrative": True}, False),
+    ({"auto": True, "style": "long"}, False),
+])
+def test_report_section(report, ok):
+    cfg = base() | {"report": report}
+    if ok:
+        validate(cfg)
+    else:
+        with pytest.raises(ConfigError) as e:
+            validate(cfg)
+        assert str(e.value).startswith("report")
+        assert "\n" not in str(e.value)
