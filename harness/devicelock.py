@@ -151,13 +151,10 @@ def gpu_keys(cuda_visible_devices: str | None) -> list[str]:
     try:
         if entries is None:
             entries = [str(i) for i in range(nvml.device_count())]
-        import pynvml
-
         out = []
         for e in entries:
             try:
-                dev = nvml.Device.open(int(e) if e.isdigit() else e)
-                out.append(nvml._s(nvml._call(pynvml.nvmlDeviceGetUUID, dev.handle)) or f"gpu-{e}")
+                out.append(nvml.Device.open(int(e) if e.isdigit() else e).uuid() or f"gpu-{e}")
             except nvml.NvmlError:
                 out.append(f"gpu-{e}")  # a MIG instance or a device NVML does not know: its own key
         return out

@@ -168,6 +168,11 @@ class Device:
         dev.n_fans = dev._optional("fan", pynvml.nvmlDeviceGetNumFans, handle) or 0
         return dev
 
+    def uuid(self) -> str:
+        import pynvml
+
+        return _s(_call(pynvml.nvmlDeviceGetUUID, self.handle))
+
     def _optional(self, metric: str, fn, *args):
         """Call fn; a NotSupported answer becomes None with the reason kept once. GpuLost and
         other errors propagate: they are not properties of the board."""
