@@ -1,9 +1,12 @@
 """The computed facts an analysis hands to the narrative: a compact Markdown table plus a few
 summary lines, and the same numbers as `Fact`s for the fact check.
 
-Only numbers that are written into the prompt become facts, so a row dropped to fit the model's
-context takes its facts with it. Rows are kept in order of interest (the best configurations and
-the Pareto front first, then the rest in table order).
+Only numbers that are written into the prompt become facts, so a row or line dropped to fit the
+model's context takes its facts with it. Rows are kept in order of interest (the best
+configurations and the Pareto front first, then the rest in table order). A sheet too large for the
+context sheds table rows first (down to agent.min_rows, at least one), then summary lines, lowest
+priority first (SUMMARY_PRIORITY): a small context still gets the headline facts (best decode,
+best TTFT) and a row of the table.
 """
 
 from __future__ import annotations
@@ -29,25 +32,39 @@ OBJECTIVE_LABELS = {"max decode_tps": ("Best decode throughput", "decode_tps", "
                     "min energy_per_token_j": ("Lowest energy", "energy_per_token_j", "J/token")}
 
 
+# Summary lines by kind, most important first; lines of priority ESSENTIAL are never dropped.
+ESSENTIAL = 0
+SUMMARY_PRIORITY = {"best decode_tps": ESSENTIAL, "best ttft_ms": ESSENTIAL, "setup": 1, "counts": 2,
+                    "best other": 3, "best detail": 4, "noisy": 5, "effect": 6}
+
+
 @dataclass(frozen=True)
 class Line:
-    """A line of the fact sheet and the facts it states."""
+    """A line of the fact sheet and the facts it states; `priority` orders the summary lines for
+    dropping (higher goes first; ESSENTIAL stays)."""
 
     text: str
     facts: tuple[Fact, ...] = ()
+    priority: int = ESSENTIAL
 
 
 @dataclass(frozen=True)
 class FactSheet:
-    summary: tuple[Line, ...]  # always given
+    summary: tuple[Line, ...]  # in display order; dropped by Line.priority to fit a context
     headers: tuple[str, ...]
     rows: tuple[Line, ...]  # one per configuration, most interesting first
     table_order: tuple[int, ...] = field(default=())  # display order of rows (indices into rows)
 
-    def render(self, n_rows: int | None = None) -> str:
-        """The fact sheet with the first `n_rows` configuration rows (all by default)."""
+    @property
+    def n_essential(self) -> int:
+        """Summary lines that are never dropped."""
+        return sum(1 for x in self.summary if x.priority <= ESSENTIAL)
+
+    def render(self, n_rows: int | None = None, n_summary: int | None = None) -> str:
+        """The fact sheet with the first `n_rows` configuration rows and the `n_summary` most
+        important summary lines (all by default)."""
         keep = self._kept(n_rows)
-        out = [x.text for x in self.summary]
+        out = [self.summary[i].text for i in self._kept_summary(n_summary)]
         if keep:
             out += ["", "| " + " | ".join(self.headers) + " |", "|" + "|".join("---" for _ in self.headers) + "|"]
             out += [self.rows[i].text for i in keep]
@@ -55,9 +72,9 @@ class FactSheet:
                 out.append(f"({len(self.rows) - len(keep)} more configurations not shown)")
         return "\n".join(out)
 
-    def facts(self, n_rows: int | None = None) -> tuple[Fact, ...]:
-        """The facts stated by `render(n_rows)`."""
-        out = [f for x in self.summary for f in x.facts]
+    def facts(self, n_rows: int | None = None, n_summary: int | None = None) -> tuple[Fact, ...]:
+        """The facts stated by `render(n_rows, n_summary)`."""
+        out = [f for i in self._kept_summary(n_summary) for f in self.summary[i].facts]
         for i in self._kept(n_rows):
             out += self.rows[i].facts
         return tuple(out)
@@ -67,6 +84,13 @@ class FactSheet:
         chosen = set(range(n))
         order = self.table_order or tuple(range(len(self.rows)))
         return [i for i in order if i in chosen]
+
+    def _kept_summary(self, n: int | None) -> list[int]:
+        if n is None or n >= len(self.summary):
+            return list(range(len(self.summary)))
+        by_priority = sorted(range(len(self.summary)), key=lambda i: (self.summary[i].priority, i))
+        chosen = set(by_priority[:max(n, self.n_essential)])
+        return [i for i in range(len(self.summary)) if i in chosen]
 
 
 def fmt(v, unit: str | None = None) -> str:
@@ -112,12 +136,12 @@ def build_facts(an) -> FactSheet:
         r = next(x for x in records if x.get("hardware_group") == g)
         summary.append(Line((f"Group {names[g]}: " if names else "")
                             + f"model: {_v(r, 'model') or 'unknown'}; engine: {_v(r, 'engine') or 'unknown'}; "
-                            f"hardware: {_v(r, 'hardware') or 'unknown'}."))
+                            f"hardware: {_v(r, 'hardware') or 'unknown'}.", priority=SUMMARY_PRIORITY["setup"]))
     n_ok = len(an.ok)
     n_failed = int((an.samples["status"] == "failed").sum())
     summary.append(Line(f"Configurations: {len(records)}; samples: {n_ok} ok, {n_failed} failed.",
                         (Fact("configurations", float(len(records))), Fact("ok samples", float(n_ok)),
-                         Fact("failed samples", float(n_failed)))))
+                         Fact("failed samples", float(n_failed))), SUMMARY_PRIORITY["counts"]))
     interesting: list[int] = []
     for group, objectives in (an.best or {}).items():
         for objective, row in objectives.items():
@@ -126,15 +150,22 @@ def build_facts(an) -> FactSheet:
             if mean is None:
                 continue
             where, pf = _param_facts(row, params, label)
-            text = (f"[{names[group]}] " if names else "") + f"{label}: {fmt(mean)} {unit or ''}".rstrip()
-            facts = [Fact(label, float(mean), unit, metric), *pf]
+            tag = f"[{names[group]}] " if names else ""
+            # The headline (kept longest), and its interval and verdict as a line of their own that
+            # a small context can do without.
+            summary.append(Line(f"{tag}{label}: {fmt(mean)} {unit or ''}".rstrip() + f" with {where}.",
+                                (Fact(label, float(mean), unit, metric), *pf),
+                                SUMMARY_PRIORITY.get(f"best {metric}", SUMMARY_PRIORITY["best other"])))
+            detail, facts = [], []
             if lo is not None and hi is not None:
-                text += f" (95% CI {fmt(lo)}-{fmt(hi)})"
+                detail.append(f"95% CI {fmt(lo)}-{fmt(hi)} {unit or ''}".rstrip())
                 facts += [Fact(f"{label} CI low", float(lo), unit, metric),
                           Fact(f"{label} CI high", float(hi), unit, metric), Fact("confidence level", 95.0, "%")]
-            summary.append(Line(f"{text} with {where}" + ("" if _v(row, "clear") in (None, True)
-                                                         else " (not distinguishable from the runner-up)") + ".",
-                                tuple(facts)))
+            if _v(row, "clear") not in (None, True):
+                detail.append("not distinguishable from the runner-up")
+            if detail:
+                summary.append(Line(f"{tag}{label}: " + "; ".join(detail) + ".", tuple(facts),
+                                    SUMMARY_PRIORITY["best detail"]))
             interesting += [i for i, r in enumerate(records) if r.get("effective_id") == row.get("effective_id")
                             and all(_same(r.get(p), row.get(p)) for p in params)]
     for e in an.effect_summary:
@@ -147,13 +178,15 @@ def build_facts(an) -> FactSheet:
         where = f" [{names[e['group']]}]" if e.get("group") in names else ""
         summary.append(Line(f"Effect of {param} on {e['metric']}{where}: {verdict} (largest difference "
                             f"{abs(big) * 100:.1f}%).",
-                            (Fact(f"effect of {param} on {e['metric']}{where}", abs(big), "fraction"),)))
+                            (Fact(f"effect of {param} on {e['metric']}{where}", abs(big), "fraction"),),
+                            SUMMARY_PRIORITY["effect"]))
     noisy = int(configs["noisy"].sum()) if "noisy" in configs else 0
     if noisy:
         summary.append(Line(f"Noisy configurations (decode or TTFT CV > 5%, or fewer than 3 samples): "
                             f"{noisy} of {len(records)}.", (Fact("noisy configurations", float(noisy)),
                                                              Fact("noise threshold", 5.0, "%"),
-                                                             Fact("minimum samples", 3.0))))
+                                                             Fact("minimum samples", 3.0)),
+                            SUMMARY_PRIORITY["noisy"]))
     cols = [c for c in COLUMNS if c[0] in configs and configs[c[0]].notna().any()]
     headers = ("#", *(("group",) if names else ()), *params, "n", *(c[1] for c in cols))
     rows: list[Line] = []
@@ -192,19 +225,47 @@ def _same(a, b) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """A fact sheet fitted to a token budget: the prompt and what of the sheet it holds."""
+
+    prompt: str
+    rows: int  # configuration rows given
+    summary: int  # summary lines given
+    n_tokens: int  # the prompt's tokens (count_tokens of it)
+
+
 def fit(sheet: FactSheet, render_prompt: Callable[[str], str], count_tokens: Callable[[str], int],
-        budget: int) -> tuple[str, int]:
-    """The prompt with as many configuration rows as fit in `budget` tokens: (prompt, rows kept).
-    Raises ValueError when not even the summary lines fit."""
-    lo, hi = 0, len(sheet.rows)
-    if count_tokens(render_prompt(sheet.render())) <= budget:
-        return render_prompt(sheet.render()), hi
-    if count_tokens(render_prompt(sheet.render(0))) > budget:
-        raise ValueError(f"the fact summary alone needs more than {budget} prompt tokens")
+        budget: int, min_rows: int = 1) -> Fitted:
+    """The prompt with as much of the sheet as fits in `budget` tokens. Table rows go first (down
+    to `min_rows`), then summary lines, lowest priority first, down to the essential ones; with
+    fewer lines the rows that now fit come back. Raises ValueError when not even the minimal sheet
+    (essential lines and `min_rows` rows) fits."""
+    floor = min(max(min_rows, 0), len(sheet.rows))
+    cache: dict[tuple[int, int], int] = {}
+
+    def tokens(n_rows: int, n_summary: int) -> int:
+        if (n_rows, n_summary) not in cache:
+            cache[n_rows, n_summary] = count_tokens(render_prompt(sheet.render(n_rows, n_summary)))
+        return cache[n_rows, n_summary]
+
+    def done(n_rows: int, n_summary: int) -> Fitted:
+        return Fitted(render_prompt(sheet.render(n_rows, n_summary)), n_rows, n_summary, tokens(n_rows, n_summary))
+
+    n_lines, lowest = len(sheet.summary), min(sheet.n_essential, len(sheet.summary))
+    if tokens(len(sheet.rows), n_lines) <= budget:
+        return done(len(sheet.rows), n_lines)
+    for k in range(n_lines, lowest - 1, -1):  # the most summary lines that leave room for `floor` rows
+        if tokens(floor, k) <= budget:
+            break
+    else:
+        raise ValueError(f"the minimal fact sheet ({lowest} headline line(s) and {floor} configuration row(s)) "
+                         f"needs more than {budget} prompt tokens")
+    lo, hi = floor, len(sheet.rows)
     while lo < hi:  # the largest n whose prompt fits (token count grows with n)
         mid = (lo + hi + 1) // 2
-        if count_tokens(render_prompt(sheet.render(mid))) <= budget:
+        if tokens(mid, k) <= budget:
             lo = mid
         else:
             hi = mid - 1
-    return render_prompt(sheet.render(lo)), lo
+    return done(lo, k)

@@ -31,10 +31,16 @@ class Measured:
 
 
 def measure_once(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, *, cfg: dict,
-                 overrides: tuple[str, ...] = (), job_name: str = "agent") -> Measured:
+                 overrides: tuple[str, ...] = (), job_name: str = "agent", device_lock: dict | None = None) -> Measured:
     """Load (or reuse) the model of `plan`, build the prompt with `make_prompt(lm) -> Prompt`, run
     bench.warmup untimed and one timed generation, and write run.json, tokens.csv and telemetry.csv
-    under job_dir. A failure is recorded (status failed, with its phase), not raised."""
+    under job_dir. A failure is recorded (status failed, with its phase), not raised.
+
+    Right before the load it holds the device lock of the devices `plan` computes on, as a sweep
+    point does (devicelock.hold_for, bench.allow_shared_device): a device another harness job
+    holds fails the run with DeviceBusy. `device_lock`: the record of locks the caller holds
+    already for this run's devices (an experiment holding them for all its runs); it is recorded
+    as it is, and nothing is taken or released."""
     from .. import runner
     from ..telemetry.session import close, open_sampler
 
@@ -46,7 +52,7 @@ def measure_once(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, *, c
     sampler, tinfo = open_sampler(rc.telemetry)
     sampler.start()
     try:
-        _run(rc, plan, job_dir, make_prompt, state, sampler)
+        _run(rc, plan, job_dir, make_prompt, state, sampler, device_lock)
     except Exception as e:  # the run boundary: the failure is the record's
         log.error("%s: failed: %s: %s", job_name, type(e).__name__, e)
         if state["tokens"]:
@@ -65,8 +71,9 @@ def measure_once(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, *, c
     return Measured(final, state["raw"], state["prompt"], state["text"])
 
 
-def _run(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, state: dict, sampler) -> None:
-    from .. import engine, provenance
+def _run(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, state: dict, sampler,
+         device_lock: dict | None) -> None:
+    from .. import devicelock, engine, provenance
     from ..modelfile import sha256_file
     from ..runner import _engine_split, _phase, _timing_path, _write_tokens
 
@@ -78,6 +85,8 @@ def _run(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, state: dict,
     prov["native"] = {**native_status, "requested": rc.bench.timing}
     rec = state["record"] = replace(state["record"], timing_path=timing, provenance=prov)
     with _phase("load"):
+        lock = prov["device_lock"] = (device_lock if device_lock is not None
+                                      else devicelock.hold_for(plan, rc.bench.allow_shared_device))
         t0 = sampler.sample()
         lm, reused = engine.load(plan)
         t1 = sampler.sample()
@@ -85,8 +94,9 @@ def _run(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, state: dict,
         sampler.add_window("load", t0, t1)
         if lm.load_log:
             store.atomic_write_text(job_dir / "engine_load.log", lm.load_log)
+    shared = tuple(f"device {k} shared with another harness job (pid {p})" for k, p in lock["shared_with"].items())
     rec = state["record"] = replace(
-        rec, load={"load_ms": lm.load_ms, "reused": reused, "loads_in_process": lm.loads_in_process},
+        rec, warnings=(*rec.warnings, *shared), load={"load_ms": lm.load_ms, "reused": reused, "loads_in_process": lm.loads_in_process},
         effective=plan.effective_dict() | {"flash_attn_effective": lm.flash_attn_effective,
                                            "n_ctx_effective": lm.n_ctx,
                                            "n_threads": plan.load_key.n_threads,

@@ -68,6 +68,7 @@ class AgentResult:
     rows_total: int = 0
     error: str | None = None
     facts: tuple = field(default=(), repr=False)  # the Facts the text was checked against
+    fitted: object = field(default=None, repr=False)  # FittedFacts of the prompt (None: failed before)
 
     @property
     def marked_text(self) -> str:
@@ -144,66 +145,114 @@ def prepare(cfg_overrides: Sequence[str] = ()) -> AgentSetup:
     return AgentSetup(cfg=cfg, agent=ag, rc=rc, plan=plan, overrides=tuple(cfg_overrides))
 
 
+@dataclass(frozen=True)
+class FittedFacts:
+    """The facts prompt fitted to a context: the user message (task with the facts filled in),
+    what of the fact sheet it holds, and the facts it states (what the text is checked against)."""
+
+    user: str
+    n_tokens: int  # the whole prompt (system, template, answer prefix), with the fitting model's tokenizer
+    budget: int  # prompt tokens it was fitted to: n_ctx - agent.max_tokens
+    n_ctx: int
+    rows: int
+    rows_total: int
+    summary: int
+    summary_total: int
+    facts: tuple = field(default=(), repr=False)
+
+    def to_dict(self) -> dict:
+        return {"n_tokens": self.n_tokens, "budget": self.budget, "n_ctx": self.n_ctx, "rows": self.rows,
+                "rows_total": self.rows_total, "summary_lines": self.summary, "summary_lines_total": self.summary_total}
+
+
+def _full_prompt(setup: AgentSetup, lm, user: str):
+    """The prompt as generated: chat template, system message, and the answer prefix."""
+    from ..workload import build_prompt
+
+    ag, rc = setup.agent, setup.rc
+    p = build_prompt(replace(rc.workload, prompt=user), lm, rc.sampling.seed)
+    if ag.response_prefix and p.text is not None:  # the answer starts as configured
+        text = p.text + ag.response_prefix
+        p = replace(p, text=text, n_tokens=len(lm.tokenize(text, p.add_bos)),
+                    note="; ".join(x for x in (p.note, "answer prefilled with agent.response_prefix") if x))
+    return p
+
+
+def fit_facts(analysis, setup: AgentSetup, lm, sheet=None) -> FittedFacts:
+    """The fact sheet of `analysis` fitted to the loaded model's context less agent.max_tokens,
+    counted with its tokenizer (see facts.fit for what is dropped first). Raises PromptTooLong when
+    not even the minimal sheet fits, or fewer than agent.min_rows rows would be given."""
+    from .facts import build_facts, fit
+
+    ag = setup.agent
+    sheet = sheet or build_facts(analysis)
+    budget = lm.n_ctx - ag.max_tokens
+    try:
+        f = fit(sheet, lambda facts: ag.task.replace("{facts}", facts),
+                lambda user: _full_prompt(setup, lm, user).n_tokens, budget, min_rows=max(1, ag.min_rows))
+    except ValueError as e:
+        raise _too_long(f"{e} (runtime.n_ctx={lm.n_ctx}, agent.max_tokens={ag.max_tokens})") from e
+    if f.rows < min(ag.min_rows, len(sheet.rows)):
+        raise _too_long(f"only {f.rows} of {len(sheet.rows)} configuration rows fit in runtime.n_ctx={lm.n_ctx} "
+                        f"with agent.max_tokens={ag.max_tokens}; agent.min_rows={ag.min_rows}")
+    return FittedFacts(user=f.prompt, n_tokens=f.n_tokens, budget=budget, n_ctx=lm.n_ctx, rows=f.rows,
+                       rows_total=len(sheet.rows), summary=f.summary, summary_total=len(sheet.summary),
+                       facts=sheet.facts(f.rows, f.summary))
+
+
 def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str = "agent", *,
-              setup: AgentSetup | None = None) -> AgentResult:
+              setup: AgentSetup | None = None, fitted: FittedFacts | None = None,
+              device_lock: dict | None = None) -> AgentResult:
     """Write the narrative of `analysis` with the configured local model and fact-check it.
 
     out_dir receives the run (run.json, tokens.csv, telemetry.csv), prompt.txt, narrative.md and
     factcheck.json. A ConfigError (bad override) is raised before anything loads; a failure while
-    loading or generating is recorded in run.json and returned as status "failed"."""
+    loading or generating is recorded in run.json and returned as status "failed".
+
+    `fitted` (from fit_facts) gives the prompt instead of fitting it to this run's context: runs
+    that are compared then do the same work; it must fit this context with agent.max_tokens.
+    `device_lock`: the lock record of devices the caller already holds (measure_once takes them
+    otherwise)."""
     from .. import store
-    from ..workload import build_prompt
-    from .facts import build_facts, fit
+    from .facts import build_facts
     from .measure import measure_once
 
     setup = setup or prepare(cfg_overrides)
     out_dir = Path(out_dir)
-    ag, rc = setup.agent, setup.rc
-    sheet = build_facts(analysis)
-    given: dict = {"rows": 0}
+    ag = setup.agent
+    sheet = build_facts(analysis) if fitted is None else None
+    given: dict = {"fitted": fitted}
 
     def make_prompt(lm):
-        w = rc.workload
-
-        def full(user: str):
-            p = build_prompt(replace(w, prompt=user), lm, rc.sampling.seed)
-            if ag.response_prefix and p.text is not None:  # the answer starts as configured
-                text = p.text + ag.response_prefix
-                p = replace(p, text=text, n_tokens=len(lm.tokenize(text, p.add_bos)),
-                            note="; ".join(x for x in (p.note, "answer prefilled with agent.response_prefix") if x))
-            return p
-
-        def count(user: str) -> int:
-            return full(user).n_tokens
-
-        budget = lm.n_ctx - ag.max_tokens
-        try:
-            user, rows = fit(sheet, lambda facts: ag.task.replace("{facts}", facts), count, budget)
-        except ValueError as e:
-            raise _too_long(f"{e} (runtime.n_ctx={lm.n_ctx}, agent.max_tokens={ag.max_tokens})") from e
-        if rows < min(ag.min_rows, len(sheet.rows)):
-            raise _too_long(f"only {rows} of {len(sheet.rows)} configuration rows fit in runtime.n_ctx={lm.n_ctx} "
-                            f"with agent.max_tokens={ag.max_tokens}; agent.min_rows={ag.min_rows}")
-        given["rows"] = rows
-        prompt = full(user)
-        cfg = {**setup.cfg, "workload": {**setup.cfg["workload"], "prompt": user}}
+        f = given["fitted"]
+        if f is None:
+            f = given["fitted"] = fit_facts(analysis, setup, lm, sheet)
+        prompt = _full_prompt(setup, lm, f.user)
+        if prompt.n_tokens > lm.n_ctx - ag.max_tokens:
+            raise _too_long(f"the given facts prompt of {prompt.n_tokens} tokens + agent.max_tokens={ag.max_tokens} "
+                            f"does not fit in runtime.n_ctx={lm.n_ctx}")
+        cfg = {**setup.cfg, "workload": {**setup.cfg["workload"], "prompt": f.user}}
         store.atomic_write_text(out_dir / "prompt.txt", prompt.text or "")
         return prompt, cfg
 
-    measured = measure_once(rc, setup.plan, out_dir, make_prompt, cfg=setup.cfg, overrides=setup.overrides)
+    measured = measure_once(setup.rc, setup.plan, out_dir, make_prompt, cfg=setup.cfg, overrides=setup.overrides,
+                            device_lock=device_lock)
     rec = measured.record.to_dict()
-    facts = sheet.facts(given["rows"])
+    f = given["fitted"]
+    facts = f.facts if f is not None else ()
     text = (ag.response_prefix + measured.text) if measured.record.status == "ok" and measured.text else ""
     result = AgentResult(status=measured.record.status, model=setup.model, text=text.strip(), check=None,
-                         record=rec, metrics=workflow_metrics(rec), run_dir=out_dir, rows_given=given["rows"],
-                         rows_total=len(sheet.rows), facts=facts,
+                         record=rec, metrics=workflow_metrics(rec), run_dir=out_dir,
+                         rows_given=f.rows if f is not None else 0,
+                         rows_total=f.rows_total if f is not None else len(sheet.rows), facts=facts, fitted=f,
                          error=(f"{measured.record.error.type}: {measured.record.error.message}"
                                 if measured.record.error else None))
     if result.status == "ok":
         result.check = check(result.text, facts)
         store.atomic_write_text(out_dir / "narrative.md", result.text + "\n")
         store.write_json(out_dir / "factcheck.json", result.check.to_dict()
-                         | {"facts_rows_given": result.rows_given, "facts_rows_total": result.rows_total})
+                         | {"facts_rows_given": result.rows_given, "facts_rows_total": result.rows_total,
+                            "facts_summary_lines_given": f.summary, "facts_summary_lines_total": f.summary_total})
     return result
 
 

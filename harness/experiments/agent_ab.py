@@ -4,6 +4,13 @@ and B, N repetitions each, and B relative to A with the semantics of `harness co
 Each repetition is one call of harness.agent.narrative.run_agent on the same analysis (of
 experiment.source, default the newest sweep under results_dir). A and B alternate (A, B then B, A),
 so every repetition loads its model afresh and a slow drift of the machine touches both alike.
+
+Both variants do the same work: one prompt, fitted once (before the first repetition) to the
+smallest context among the variants less the experiment's agent.max_tokens, and that same
+agent.max_tokens for both (variants may not set agent.*). Fitting each variant to its own context
+would hand the larger context more facts to read, and compare two different prompts.
+The devices of both variants are locked for the whole experiment (devicelock, as a sweep point
+does before it loads), so no other harness job measures on them in between.
 Recorded per repetition: load_ms, ttft_ms, decode_tps, total_duration_ms (request to last token),
 workflow_ms (the whole run_agent call: load, prompt fitting, generation, fact check, writing),
 generated and prompt tokens, fact rows that fitted, and the fact check's verified figures.
@@ -62,10 +69,12 @@ def prepare(cfg: dict, spec: AgentABSpec, overrides: list[str]) -> dict:
     # The command line applies to both variants and wins over their presets (experiment.* and the
     # results folder are the experiment's own).
     common = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in ("experiment", "results_dir")]
+    # The experiment's generation budget (conf/experiment/agent_ab.yaml, or the command line) for both.
+    budget = [f"agent.{k}={cfg['agent'][k]}" for k in ("max_tokens", "min_rows") if k in (cfg.get("agent") or {})]
     setups = {}
     for label in VARIANTS:
         try:
-            setups[label] = narrative.prepare([*spec.variants[label], *common])
+            setups[label] = narrative.prepare([*budget, *spec.variants[label], *common])
         except ConfigError as e:
             raise ConfigError(f"experiment.variants.{label}: {e.key}", e.value, e.allowed) from None
     results_dir = cfg.get("results_dir", "results")
@@ -85,6 +94,36 @@ def prepare(cfg: dict, spec: AgentABSpec, overrides: list[str]) -> dict:
     return {"source": source, "analysis": analysis, "setups": setups, "results_dir": results_dir, "common": common}
 
 
+def lock_devices(setups: dict) -> dict:
+    """Hold the devices every variant computes on, for the whole experiment (raises DeviceBusy,
+    unless every variant has bench.allow_shared_device=true). Returns the lock record."""
+    from .. import devicelock
+
+    keys = list(dict.fromkeys(k for label in VARIANTS for k in devicelock.device_keys(
+        setups[label].plan.n_gpu_layers_effective, setups[label].plan.n_offloadable_layers,
+        os.environ.get("CUDA_VISIBLE_DEVICES"))))
+    allow = all(setups[label].rc.bench.allow_shared_device for label in VARIANTS)
+    lock = devicelock.hold(keys, allow_shared=allow)
+    for k, pid in lock["shared_with"].items():
+        print(f"warning: device {k} is shared with another harness job (pid {pid}): "
+              "bench.allow_shared_device=true", file=sys.stderr)
+    return lock | {"allow_shared_device": allow}
+
+
+def fit_prompt(analysis, setups: dict):
+    """The one facts prompt of both variants: fitted with the model of the variant with the
+    smallest context, to that context less agent.max_tokens. Returns (FittedFacts, label)."""
+    from .. import engine
+    from ..agent.narrative import fit_facts
+
+    label = min(VARIANTS, key=lambda v: setups[v].plan.n_ctx_effective)
+    try:
+        lm, _ = engine.load(setups[label].plan)
+        return fit_facts(analysis, setups[label], lm), label
+    finally:
+        engine.unload()
+
+
 def _sample(res, wall_ms: float) -> dict:
     m = res.metrics or {}
     chk = res.check
@@ -100,7 +139,6 @@ def run(cfg: dict, spec: AgentABSpec, prepared: dict) -> int:
     """Run the repetitions, write the experiment folder, print where it is. Returns the exit code
     (1 when a repetition failed, after writing everything that was measured)."""
     from .. import engine
-    from ..agent.narrative import run_agent
 
     out = report.new_folder(prepared["results_dir"], NAME)
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -110,46 +148,77 @@ def run(cfg: dict, spec: AgentABSpec, prepared: dict) -> int:
         for w in setups[label].plan.warnings:
             print(f"warning: variant {label}: {w}", file=sys.stderr)
     samples: list[dict] = []
+    state: dict = {"lock": None, "fitted": None, "fitted_by": None}
+    error = None
     try:
-        for i in range(spec.warmup):
-            for label in VARIANTS:
-                run_agent(analysis, out_dir=out / "warmup" / f"{label}-{i}", setup=setups[label])
-        for r in range(spec.repetitions):
-            for label in (VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))):
-                engine.unload()  # every repetition loads afresh: load time is measured per repetition
-                run_dir = out / "runs" / f"{label}-{r}"
-                t0 = time.perf_counter_ns()
-                res = run_agent(analysis, out_dir=run_dir, setup=setups[label])
-                wall = (time.perf_counter_ns() - t0) / 1e6
-                s = {"rep": r, "variant": label, "run_dir": os.path.relpath(run_dir, out), **_sample(res, wall)}
-                samples.append(s)
-                if s["status"] != "ok":
-                    print(f"{NAME}: rep {r + 1}/{spec.repetitions} {label} failed: {s['error']}", file=sys.stderr)
-                else:
-                    print(f"{NAME}: rep {r + 1}/{spec.repetitions} {label}: {s['decode_tps'] or 0:.1f} tok/s, "
-                          f"TTFT {s['ttft_ms'] or 0:.0f} ms", file=sys.stderr)
+        _measure(spec, analysis, setups, out, samples, state)
+    except Exception as e:  # the run boundary: a busy device or a prompt that fits no variant is recorded
+        error = f"{type(e).__name__}: {e}"
+        print(f"{NAME}: failed: {error}", file=sys.stderr)
     finally:
         engine.unload()
+        from .. import devicelock
+
+        devicelock.release_all()
+    fitted, ag = state["fitted"], setups["A"].agent
     rows = comparison(samples)
+    failed = error is not None or any(s["status"] != "ok" for s in samples)
     raw = {
-        "schema_version": SCHEMA_VERSION, "experiment": NAME,
-        "status": "failed" if any(s["status"] != "ok" for s in samples) else "ok", "started_at": started,
+        "schema_version": SCHEMA_VERSION, "experiment": NAME, "status": "failed" if failed else "ok",
+        "error": error, "started_at": started,
         "ended_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "spec": asdict(spec), "config": cfg, "source": str(prepared["source"]),
         "common_overrides": prepared["common"],
         "variants": {label: _variant_info(setups[label]) for label in VARIANTS},
-        "setup": {"engine": engine.engine_info(), "machine_load_before": load_before,
+        "prompt": (fitted.to_dict() | {"fitted_with_variant": state["fitted_by"], "max_tokens": ag.max_tokens,
+                                       "why": "one prompt and one generation budget for both variants (the same "
+                                              "work): fitted to the smallest context among them less "
+                                              "agent.max_tokens"}) if fitted else None,
+        "setup": {"engine": engine.engine_info(), "device_lock": state["lock"], "machine_load_before": load_before,
                   "machine_load_after": report.machine_load()},
         "samples": samples, "comparison": rows,
     }
     paths = report.write(out, raw, TABLE_FILE, TABLE_HEADER, [[r.get(h) for h in TABLE_HEADER] for r in rows],
                          _document(raw))
     f = report.fmt
+    if fitted:
+        print(f"{NAME}: prompt {fitted.n_tokens} tokens ({fitted.rows}/{fitted.rows_total} configuration rows, "
+              f"{fitted.summary}/{fitted.summary_total} summary lines; fitted to n_ctx={fitted.n_ctx} of variant "
+              f"{state['fitted_by']} less agent.max_tokens={ag.max_tokens}) for both variants", file=sys.stderr)
     for r in rows:
         print(f"{r['metric']:>18}  A {f(r['mean_a']):>8}  B {f(r['mean_b']):>8}  B/A {f(r['ratio']):>6} "
               f"{report.ci(r['ratio_ci95_low'], r['ratio_ci95_high'])}  {r['note'].split('; ')[-1]}")
     print(f"report: {paths['html']}")
-    return 1 if any(s["status"] != "ok" for s in samples) else 0
+    return 1 if failed else 0
+
+
+def _measure(spec: AgentABSpec, analysis, setups: dict, out, samples: list, state: dict) -> None:
+    """Lock the devices, fit the prompt, run the warm-up and the alternating repetitions."""
+    from .. import engine
+    from ..agent.narrative import run_agent
+
+    lock = state["lock"] = lock_devices(setups)
+    fitted, state["fitted_by"] = fit_prompt(analysis, setups)
+    state["fitted"] = fitted
+    run_lock = {k: v for k, v in lock.items() if k != "allow_shared_device"}
+    for i in range(spec.warmup):
+        for label in VARIANTS:
+            run_agent(analysis, out_dir=out / "warmup" / f"{label}-{i}", setup=setups[label], fitted=fitted,
+                      device_lock=run_lock)
+    for r in range(spec.repetitions):
+        for label in (VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))):
+            engine.unload()  # every repetition loads afresh: load time is measured per repetition
+            run_dir = out / "runs" / f"{label}-{r}"
+            t0 = time.perf_counter_ns()
+            res = run_agent(analysis, out_dir=run_dir, setup=setups[label], fitted=fitted, device_lock=run_lock)
+            wall = (time.perf_counter_ns() - t0) / 1e6
+            s = {"rep": r, "variant": label, "run_dir": os.path.relpath(run_dir, out), **_sample(res, wall)}
+            samples.append(s)
+            if s["status"] != "ok":
+                print(f"{NAME}: rep {r + 1}/{spec.repetitions} {label} failed: {s['error']}", file=sys.stderr)
+            else:
+                print(f"{NAME}: rep {r + 1}/{spec.repetitions} {label}: {s['decode_tps'] or 0:.1f} tok/s, "
+                      f"TTFT {s['ttft_ms'] or 0:.0f} ms", file=sys.stderr)
 
 
 def comparison(samples: list[dict]) -> list[dict]:
@@ -177,6 +246,16 @@ def _document(raw: dict):
                    subtitle=f"{raw['started_at']} · llama-cpp-python {raw['setup']['engine']['llama_cpp_python']} · "
                             f"analysis of {raw['source']}")
     sec = doc.section("B relative to A")
+    if raw.get("error"):
+        sec.add(Paragraph(f"The experiment stopped: {raw['error']}", strong=True))
+    p = raw.get("prompt")
+    if p:
+        sec.add(Paragraph(
+            f"Both variants read the same prompt of {p['n_tokens']} tokens ({p['rows']} of {p['rows_total']} "
+            f"configuration rows, {p['summary_lines']} of {p['summary_lines_total']} summary lines of the facts) "
+            f"and may generate up to agent.max_tokens={p['max_tokens']} tokens: the same work. The prompt was "
+            f"fitted once to the smallest context, n_ctx={p['n_ctx']} of variant {p['fitted_with_variant']}, less "
+            f"that budget ({p['budget']} prompt tokens), so that it fits both."))
     sec.add(Table(
         headers=("metric", "n A", "n B", "A mean", "B mean", "B/A", "95% CI", "p", "significant", "direction"),
         rows=tuple((r["label"], str(r["n_a"]), str(r["n_b"]), f(r["mean_a"]), f(r["mean_b"]), f(r["ratio"]),

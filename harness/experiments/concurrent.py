@@ -197,7 +197,7 @@ def run(cfg: dict, spec: ConcurrentSpec, rc, plan) -> int:
     cores = default_threads()
     for msg in plan.warnings:
         print(f"warning: {msg}", file=sys.stderr)
-    state: dict = {"rounds": [], "lm": None, "prompt": None, "n_ctx": None}
+    state: dict = {"rounds": [], "lm": None, "prompt": None, "n_ctx": None, "lock": None}
     error = None
     try:
         _measure(spec, rc, plan, generate, cores, state)
@@ -216,7 +216,7 @@ def run(cfg: dict, spec: ConcurrentSpec, rc, plan) -> int:
                   "model_path": plan.model_path, "n_ctx_per_context": state["n_ctx"],
                   "load_ms": lm.load_ms if lm else None, "prompt": prompt.summary() if prompt else {},
                   "workload": rc.workload.name, "max_tokens": rc.workload.max_tokens, "ignore_eos": True,
-                  "engine": engine.engine_info(), "warnings": list(plan.warnings),
+                  "engine": engine.engine_info(), "warnings": list(plan.warnings), "device_lock": state["lock"],
                   "machine_load_before": load_before, "machine_load_after": report.machine_load()},
         "rounds": rounds, "summary": rows,
     }
@@ -232,7 +232,14 @@ def _measure(spec: ConcurrentSpec, rc, plan, generate, cores: int, state: dict) 
     from .. import engine
     from ..workload import build_prompt
 
+    from .. import devicelock
+
     s, w = rc.sampling, rc.workload
+    # The devices are held as a sweep point holds them, right before the load (DeviceBusy when
+    # another harness job measures on them, unless bench.allow_shared_device=true).
+    lock = state["lock"] = devicelock.hold_for(plan, rc.bench.allow_shared_device)
+    for k, pid in lock["shared_with"].items():
+        print(f"warning: device {k} is shared with another harness job (pid {pid})", file=sys.stderr)
     lm = state["lm"] = engine.load(plan)[0]
     prompt = state["prompt"] = build_prompt(w, lm, s.seed)
     tokens = list(prompt.tokens) if prompt.tokens is not None else lm.tokenize(prompt.text, prompt.add_bos)

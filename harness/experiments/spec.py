@@ -99,9 +99,10 @@ def validate(cfg: Mapping[str, Any], name: str):
         if not isinstance(ov, (list, tuple)) or not all(isinstance(x, str) and "=" in x for x in ov):
             raise ConfigError(f"experiment.variants.{label}", ov,
                               "must be a list of overrides like runtime.n_ctx=512 (or a mapping key: value)")
-        bad = [x for x in ov if x.split("=", 1)[0].lstrip("+~").split(".")[0] in ("experiment", "hydra")]
+        bad = [x for x in ov if x.split("=", 1)[0].lstrip("+~").split(".")[0] in ("experiment", "hydra", "agent")]
         if bad:
-            raise ConfigError(f"experiment.variants.{label}", bad[0], "must not override experiment.* or hydra.*")
+            raise ConfigError(f"experiment.variants.{label}", bad[0], "must not override experiment.*, hydra.* or "
+                              "agent.* (both variants do the same work: set agent.max_tokens for the experiment)")
         variants[label] = tuple(ov)
     return AgentABSpec(repetitions=reps, warmup=warmup, source=src, variants=variants)
 
