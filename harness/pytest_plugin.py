@@ -37,12 +37,9 @@ def _engine_missing() -> str | None:
 def _run(benchmark: Any, overrides: tuple[str, ...]) -> dict:
     """Compose, validate, plan, load (or reuse), then bench.warmup + bench.repetitions timed
     generate calls under `benchmark.pedantic`; returns the extra_info it set."""
-    from . import engine
     from .config import ConfigError, validate
     from .hydra_conf import compose
-    from .metrics import aggregate, rep_metrics
     from .runner import preflight
-    from .workload import build_prompt
 
     try:
         cfg = compose(overrides)
@@ -58,6 +55,23 @@ def _run(benchmark: Any, overrides: tuple[str, ...]) -> dict:
         rc, plan = preflight(cfg)
     except ConfigError as e:
         pytest.fail(str(e), pytrace=False)
+    from . import devicelock
+
+    try:  # one device, one job, as for `harness run` (bench.allow_shared_device=true to share)
+        lock = devicelock.hold_for(plan, rc.bench.allow_shared_device)
+    except devicelock.DeviceBusy as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        return _measure(benchmark, overrides, rc, plan, lock)
+    finally:
+        devicelock.release_all()
+
+
+def _measure(benchmark: Any, overrides: tuple[str, ...], rc, plan, lock: dict) -> dict:
+    from . import engine
+    from .metrics import aggregate, rep_metrics
+    from .workload import build_prompt
+
     lm, reused = engine.load(plan)  # reused when the LoadKey equals the loaded model's
     s, b, w = rc.sampling, rc.bench, rc.workload
     # Timing path as `harness run` picks it (preflight already refused an unusable timing=native).
@@ -106,6 +120,7 @@ def _run(benchmark: Any, overrides: tuple[str, ...]) -> dict:
         "effective": effective,
         "warnings": warnings,
         "overrides": list(overrides),
+        "device_lock": lock,
     }
     benchmark.extra_info.update(info)
     return info

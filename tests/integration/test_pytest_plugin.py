@@ -52,6 +52,10 @@ def test_json_has_harness_metrics_and_machine_info(bench_dir):
     eff = extra["effective"]
     assert isinstance(eff["n_gpu_layers_effective"], int)
     assert eff["n_ctx_effective"] == 256 and "warnings" not in eff
+    # One device, one job: the benchmark held the device it computed on (the CPU here).
+    assert extra["device_lock"]["devices"] and extra["device_lock"]["shared_with"] == {}
+    if eff["n_gpu_layers_effective"] == 0 and extra["device_lock"]["supported"]:
+        assert extra["device_lock"]["held"] == ["cpu"]
     # The timed round is one generate call: its wall time covers the harness's own e2e (ms).
     assert bench["stats"]["mean"] * 1e3 >= extra["e2e_ms"]
     h = doc["machine_info"]["harness"]
