@@ -5,6 +5,7 @@ generation is recorded as a run, and bad overrides stop before anything loads.""
 from __future__ import annotations
 
 import json
+import os
 import re
 from html.parser import HTMLParser
 
@@ -91,6 +92,9 @@ def test_agent_run_is_a_recorded_benchmark_run(agent_report, sweep):
     assert agg["ttft_ms"]["mean"] > 0 and agg["decode_tps"]["mean"] > 0
     assert rec["repetitions"][0]["n_gen_tokens"] == 16
     assert rec["load"]["load_ms"] > 0
+    # held like a sweep point's devices: the CPU, not shared
+    assert rec["provenance"]["device_lock"] == {"devices": ["cpu"], "held": ["cpu"], "shared_with": {},
+                                                "supported": True}
     assert {w["name"] for w in rec["telemetry"]["windows"]} >= {"load", "prefill", "decode"}
     tokens = (out / "agent" / "tokens.csv").read_text().splitlines()
     assert tokens[0] == "rep,index,t_ns,token_id" and len(tokens) == 1 + 16
@@ -116,6 +120,38 @@ def test_report_with_narrative_llm_and_sampling_overrides(sweep):
     assert rec["config"]["sampling"]["temperature"] == 0.0
     assert rec["config"]["bench"]["ignore_eos"] is False  # the agent stops at the end of its text
     assert 1 <= rec["repetitions"][0]["n_gen_tokens"] <= 8
+
+
+def test_agent_refuses_a_device_another_harness_job_holds(sweep, tmp_path, monkeypatch):
+    from harness import devicelock
+
+    # the scope run_harness gives its children, so that this test process is "another job" to them
+    monkeypatch.setenv("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")
+    devicelock.hold(["cpu"])
+    try:
+        r = run_harness("agent", str(sweep), "--out", str(tmp_path / "out"), "agent.max_tokens=8", cwd=tmp_path)
+    finally:
+        devicelock.release_all()
+    assert r.returncode == 1, (r.stdout, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    assert f"narrative: not written: DeviceBusy: device cpu is in use by another harness job (pid {os.getpid()})" \
+        in r.stderr
+    rec = json.loads((tmp_path / "out" / "agent" / "run.json").read_text())
+    assert rec["status"] == "failed" and not rec["load"] and not rec["repetitions"]  # nothing loaded
+    assert (rec["error"]["type"], rec["error"]["phase"]) == ("DeviceBusy", "load")
+    assert "bench.allow_shared_device=true" in rec["error"]["message"]
+    assert "No narrative: the agent's run failed (DeviceBusy" in (tmp_path / "out" / "report.md").read_text()
+    # allowed to share: it runs, and says with whom
+    devicelock.hold(["cpu"])
+    try:
+        r = run_harness("agent", str(sweep), "--out", str(tmp_path / "shared"), "agent.max_tokens=8",
+                        "bench.allow_shared_device=true", cwd=tmp_path)
+    finally:
+        devicelock.release_all()
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "shared" / "agent" / "run.json").read_text())
+    assert rec["provenance"]["device_lock"]["shared_with"] == {"cpu": os.getpid()}
+    assert any("shared with another harness job" in w for w in rec["warnings"])
 
 
 @pytest.mark.parametrize("args, key", [

@@ -105,7 +105,7 @@ def test_report_renders_the_marked_narrative_in_markdown_and_escaped_html(tmp_pa
 
 
 def test_facts_table_is_cut_to_the_budget_and_takes_its_facts_with_it():
-    from harness.agent.facts import FactSheet, Line, fit
+    from harness.agent.facts import FactSheet, Fitted, Line, fit
 
     rows = tuple(Line(f"| {i} | {100 + i}.5 | {'n_ctx=4096, temperature=0.7, top_p=0.9' * 2} |", (Fact(f"row {i}", 100 + i + 0.5, "tok/s"),)) for i in (3, 1, 2))
     sheet = FactSheet(summary=(Line("Best: 103.5 tok/s.", (Fact("best", 103.5, "tok/s"),)),),
@@ -113,12 +113,47 @@ def test_facts_table_is_cut_to_the_budget_and_takes_its_facts_with_it():
     prompt = lambda facts: f"Facts:\n{facts}\nWrite."  # noqa: E731
     budget = len(prompt(sheet.render(2)))
     assert len(prompt(sheet.render())) > budget
-    text, n = fit(sheet, prompt, len, budget)
+    f = fit(sheet, prompt, len, budget)
+    text, n = f.prompt, f.rows
     assert n == 2 and "| 3 | 103.5 |" in text and "| 1 | 101.5 |" in text and "| 2 |" not in text
-    assert fit(sheet, prompt, len, budget + 1000) == (prompt(sheet.render()), 3)
+    assert fit(sheet, prompt, len, budget + 1000) == Fitted(prompt(sheet.render()), 3, 1, len(prompt(sheet.render())))
     assert text.index("| 1 |") < text.index("| 3 |")  # shown in table order, kept in priority order
     assert "(1 more configurations not shown)" in text
     assert {f.name for f in sheet.facts(n)} == {"best", "row 3", "row 1"}
     assert check("102.5 tok/s", sheet.facts(n)).k == 0 and check("102.5 tok/s", sheet.facts()).k == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="minimal fact sheet"):
         fit(sheet, prompt, len, 5)
+
+
+def test_summary_lines_are_dropped_by_priority_after_the_rows():
+    from harness.agent.facts import ESSENTIAL, FactSheet, Line, fit
+
+    summary = (Line("Setup: model m, engine e, a long description of the hardware.", (), 1),
+               Line("Best decode: 103.5 tok/s.", (Fact("best", 103.5, "tok/s"),), ESSENTIAL),
+               Line("Effect of n_ctx on decode: none (largest difference 3.0%).", (Fact("effect", 0.03, "fraction"),), 6),
+               Line("Best TTFT: 212 ms.", (Fact("ttft", 212.0, "ms"),), ESSENTIAL),
+               Line("Configurations: 3; samples: 6 ok, 0 failed.", (Fact("configurations", 3.0),), 2))
+    rows = tuple(Line(f"| {i} | {100 + i}.5 | {'n_ctx=4096, temperature=0.7, top_p=0.9' * 2} |",
+                      (Fact(f"row {i}", 100 + i + 0.5, "tok/s"),)) for i in (3, 1, 2))
+    sheet = FactSheet(summary=summary, headers=("#", "decode tok/s"), rows=rows, table_order=(1, 2, 0))
+    prompt = lambda facts: f"Facts:\n{facts}\nWrite."  # noqa: E731
+    # Rows go first: with every summary line and one row the budget is just met.
+    f = fit(sheet, prompt, len, len(prompt(sheet.render(1))))
+    assert (f.rows, f.summary) == (1, 5)
+    # Less room: the effect line (priority 6) goes, then the counts (2), then the setup (1).
+    f = fit(sheet, prompt, len, len(prompt(sheet.render(1, 4))))
+    assert (f.rows, f.summary) == (1, 4) and "Effect of" not in f.prompt and "Configurations" in f.prompt
+    minimal = prompt(sheet.render(1, 2))
+    f = fit(sheet, prompt, len, len(minimal))
+    assert (f.rows, f.summary) == (1, 2) and f.prompt == minimal
+    assert minimal.index("Best decode") < minimal.index("Best TTFT")  # display order kept
+    assert "Setup" not in minimal and "| 3 | 103.5 |" in minimal
+    assert {x.name for x in sheet.facts(1, 2)} == {"best", "ttft", "row 3"}
+    # The essential lines are never dropped: below the minimal sheet it is an error.
+    with pytest.raises(ValueError, match="minimal fact sheet"):
+        fit(sheet, prompt, len, len(minimal) - 1)
+    # The most summary lines that leave room for one row, then as many rows as fit beside them.
+    for budget in range(len(minimal), len(prompt(sheet.render())) + 1, 7):
+        k = max(k for k in range(2, 6) if len(prompt(sheet.render(1, k))) <= budget)
+        n = max(n for n in range(1, 4) if len(prompt(sheet.render(n, k))) <= budget)
+        assert fit(sheet, prompt, len, budget)[1:3] == (n, k), budget
