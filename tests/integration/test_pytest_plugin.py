@@ -82,7 +82,9 @@ def test_autosave_then_compare_fail_threshold(bench_dir):
     saved = bench_dir.runpytest_subprocess("--benchmark-autosave", "-p", "no:cacheprovider")
     saved.assert_outcomes(passed=1)
     assert list(bench_dir.path.glob(".benchmarks/*/0001_*.json"))
-    compared = bench_dir.runpytest_subprocess("--benchmark-compare", "--benchmark-compare-fail=mean:1000%",
+    # The threshold is the plumbing under test, not this machine's speed: a shared host can slow a
+    # tiny generation tenfold between two runs, so only a thousandfold change counts here.
+    compared = bench_dir.runpytest_subprocess("--benchmark-compare", "--benchmark-compare-fail=mean:100000%",
                                               "-p", "no:cacheprovider")
     out = compared.stdout.str() + compared.stderr.str()
     assert compared.ret == 0, out
