@@ -12,7 +12,7 @@ best TTFT) and a row of the table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .factcheck import Fact
 
@@ -225,8 +225,7 @@ def _same(a, b) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class Fitted:
+class Fitted(NamedTuple):
     """A fact sheet fitted to a token budget: the prompt and what of the sheet it holds."""
 
     prompt: str

@@ -96,7 +96,8 @@ def _run(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, state: dict,
             store.atomic_write_text(job_dir / "engine_load.log", lm.load_log)
     shared = tuple(f"device {k} shared with another harness job (pid {p})" for k, p in lock["shared_with"].items())
     rec = state["record"] = replace(
-        rec, warnings=(*rec.warnings, *shared), load={"load_ms": lm.load_ms, "reused": reused, "loads_in_process": lm.loads_in_process},
+        rec, warnings=(*rec.warnings, *shared),
+        load={"load_ms": lm.load_ms, "reused": reused, "loads_in_process": lm.loads_in_process},
         effective=plan.effective_dict() | {"flash_attn_effective": lm.flash_attn_effective,
                                            "n_ctx_effective": lm.n_ctx,
                                            "n_threads": plan.load_key.n_threads,

@@ -70,7 +70,8 @@ def prepare(cfg: dict, spec: AgentABSpec, overrides: list[str]) -> dict:
     # results folder are the experiment's own).
     common = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in ("experiment", "results_dir")]
     # The experiment's generation budget (conf/experiment/agent_ab.yaml, or the command line) for both.
-    budget = [f"agent.{k}={cfg['agent'][k]}" for k in ("max_tokens", "min_rows") if k in (cfg.get("agent") or {})]
+    budget = [f"agent.{k}={cfg['agent'][k]}" for k in ("max_tokens", "min_rows")
+              if k in (cfg.get("agent") or {})]
     setups = {}
     for label in VARIANTS:
         try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 from harness.experiments.command import available, prepare
 
@@ -32,6 +34,11 @@ def test_experiment_presets_compose_and_validate(tmp_path):
     assert (a.plan.n_gpu_layers_effective, a.rc.runtime.n_ctx, a.rc.runtime.flash_attn) == (0, 512, "off")
     assert (a.rc.sampling.temperature, a.rc.sampling.top_k, a.rc.sampling.repeat_penalty) == (0.8, 40, 1.0)
     assert (b.rc.runtime.n_gpu_layers, b.rc.runtime.flash_attn) == ("all", "auto")
+    # one generation budget for both, small enough for A's 512-token context to hold the facts too
+    assert a.agent.max_tokens == b.agent.max_tokens == cfg["agent"]["max_tokens"] == 160
+    cfg, spec, prepared = prepare("agent_ab", [f"experiment.source={_source_dir(tmp_path / 'x')}",
+                                               "agent.max_tokens=99"])
+    assert {prepared["setups"][v].agent.max_tokens for v in ("A", "B")} == {99}
 
 
 def _source_dir(tmp_path: Path) -> Path:
@@ -58,6 +65,7 @@ def test_concurrent_agents_table_and_speedup_from_raw(harness_cli, tmp_path):
         last = max(a["token_ns"][-1] for a in x["agents"])
         assert x["aggregate_tps"] == pytest.approx(8 * x["k"] / (last / 1e9))
     assert len({a["seed"] for x in rounds if x["k"] == 2 for a in x["agents"]}) == 4
+    assert raw["setup"]["device_lock"]["held"] == ["cpu"] and raw["setup"]["device_lock"]["shared_with"] == {}
 
     def mean_agg(k):
         v = [x["aggregate_tps"] for x in rounds if x["k"] == k]
@@ -131,20 +139,91 @@ def test_agent_ab_compares_b_with_a(harness_cli, tmp_path):
     assert [t["metric"] for t in table][:2] == ["decode_tps", "ttft_ms"]
 
 
+@pytest.fixture(scope="module")
+def quick_sweep(tmp_path_factory):
+    """A real sweep of 4 configurations (two contexts, two temperatures), tiny budgets."""
+    from conftest import run_harness
+
+    root = tmp_path_factory.mktemp("abq")
+    r = run_harness("run", "-m", "runtime.n_ctx=512,2048", "sampling.temperature=0.0,0.7", *TINY,
+                    "report.auto=false", f"results_dir={root}", "sweep_name=q", cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root / "q"
+
+
 @pytest.mark.slow
-def test_agent_ab_failing_repetitions_are_recorded_and_reported(harness_cli, tmp_path):
-    # the fact sheet does not fit a 128-token context in either variant: every repetition fails
+def test_agent_ab_on_a_sweep_gives_both_variants_the_same_prompt_and_budget(harness_cli, quick_sweep, tmp_path):
+    # the default budget: A's 512-token context holds the (cut) facts and the answer
+    r = harness_cli("experiment", "agent_ab", f"experiment.source={quick_sweep}", "experiment.repetitions=2",
+                    "experiment.warmup=0", f"results_dir={tmp_path / 'results'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = _folder(tmp_path / "results", "agent_ab")
+    raw = json.loads((out / "experiment.json").read_text())
+    assert raw["status"] == "ok" and raw["error"] is None
+    samples = raw["samples"]
+    assert len(samples) == 4 and all(s["status"] == "ok" for s in samples)
+    p = raw["prompt"]
+    assert p["fitted_with_variant"] == "A" and p["n_ctx"] == 512 and p["max_tokens"] == 160
+    assert p["budget"] == 512 - 160 and p["n_tokens"] <= p["budget"]
+    assert 1 <= p["rows"] <= p["rows_total"] == 4 and 2 <= p["summary_lines"] <= p["summary_lines_total"]
+    assert {s["n_prompt_tokens"] for s in samples} == {p["n_tokens"]}  # the same prompt for A and B
+    prompts = set()
+    for s in samples:
+        rec = json.loads((out / s["run_dir"] / "run.json").read_text())
+        assert rec["status"] == "ok" and rec["repetitions"][0]["n_prompt_tokens"] == p["n_tokens"]
+        assert rec["config"]["workload"]["max_tokens"] == 160 and rec["repetitions"][0]["n_gen_tokens"] <= 160
+        assert rec["provenance"]["device_lock"]["held"] == ["cpu"]
+        prompts.add(rec["config"]["workload"]["prompt"])
+    assert len(prompts) == 1
+    (text,) = prompts
+    assert "Best decode throughput: " in text and "Best TTFT: " in text  # the headline facts
+    assert len(re.findall(r"^\| \d+ \| ", text, re.M)) == p["rows"] >= 1  # and at least one row of the table
+    assert raw["setup"]["device_lock"] == {"devices": ["cpu"], "held": ["cpu"], "shared_with": {}, "supported": True,
+                                           "allow_shared_device": False}
+    rows = {row["metric"]: row for row in raw["comparison"]}
+    for m in ("decode_tps", "ttft_ms", "load_ms", "total_duration_ms"):
+        assert rows[m]["n_a"] == rows[m]["n_b"] == 2 and rows[m]["ratio"] > 0
+    assert rows["n_prompt_tokens"]["ratio"] == 1.0
+    md = (out / "report.md").read_text()
+    assert f"Both variants read the same prompt of {p['n_tokens']} tokens" in md
+    assert "agent.max_tokens=160" in md and "n_ctx=512 of variant A" in md
+    assert next(line for line in md.splitlines() if line.startswith("| decode tok/s | 2 | 2 |"))
+
+
+@pytest.mark.slow
+def test_agent_ab_prompt_fitting_no_variant_stops_the_experiment_with_its_error(harness_cli, tmp_path):
+    # not even the minimal fact sheet fits a 128-token context: no repetition runs, the folder says why
     src = _source_dir(tmp_path)
     r = harness_cli("experiment", "agent_ab", f"experiment.source={src}", "experiment.repetitions=2",
                     "experiment.warmup=0", "agent.max_tokens=8", "runtime.n_ctx=128",
                     f"results_dir={tmp_path / 'results'}", cwd=tmp_path)
     assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "agent_ab: failed: PromptTooLong: the minimal fact sheet" in r.stderr
     out = _folder(tmp_path / "results", "agent_ab")
     raw = json.loads((out / "experiment.json").read_text())
-    assert raw["status"] == "failed" and len(raw["samples"]) == 4 and raw["comparison"] == []
-    assert all(s["status"] == "failed" and "PromptTooLong" in s["error"] for s in raw["samples"])
+    assert raw["status"] == "failed" and raw["samples"] == [] and raw["comparison"] == []
+    assert raw["error"].startswith("PromptTooLong: the minimal fact sheet") and raw["prompt"] is None
     md = (out / "report.md").read_text()
-    assert "Variant A: every repetition failed" in md and "nothing to compare" in md
+    assert "The experiment stopped: PromptTooLong" in md and "nothing to compare" in md
+
+
+def test_agent_ab_on_a_busy_device_stops_before_loading(harness_cli, tmp_path, monkeypatch):
+    import os
+
+    from harness import devicelock
+
+    monkeypatch.setenv("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")
+    devicelock.hold(["cpu"])
+    try:
+        r = harness_cli("experiment", "agent_ab", f"experiment.source={_source_dir(tmp_path)}",
+                        "experiment.repetitions=1", "experiment.warmup=0", f"results_dir={tmp_path / 'results'}",
+                        cwd=tmp_path)
+    finally:
+        devicelock.release_all()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    raw = json.loads((_folder(tmp_path / "results", "agent_ab") / "experiment.json").read_text())
+    assert raw["error"].startswith("DeviceBusy: device cpu is in use by another harness job")
+    assert raw["samples"] == [] and raw["setup"]["device_lock"] is None
 
 
 @pytest.mark.parametrize("args,key,allowed", [
@@ -161,6 +240,7 @@ def test_agent_ab_failing_repetitions_are_recorded_and_reported(harness_cli, tmp
     (["agent_ab", "experiment.variants.A=['runtime.n_ctx=-5']"], "experiment.variants.A: runtime.n_ctx",
      "positive integer"),
     (["agent_ab", "experiment.k=[1]"], "experiment.k", "not a key of experiment agent_ab"),
+    (["agent_ab", "experiment.variants.B=['agent.max_tokens=9']"], "experiment.variants.B", "agent.*"),
     (["agent_ab", "agent.nokey=3"], "agent.nokey", "cannot be composed"),
 ])
 def test_bad_experiment_input_exits_2_with_one_line_before_loading(harness_cli, tmp_path, args, key, allowed):

@@ -130,7 +130,8 @@ def test_summary_lines_are_dropped_by_priority_after_the_rows():
 
     summary = (Line("Setup: model m, engine e, a long description of the hardware.", (), 1),
                Line("Best decode: 103.5 tok/s.", (Fact("best", 103.5, "tok/s"),), ESSENTIAL),
-               Line("Effect of n_ctx on decode: none (largest difference 3.0%).", (Fact("effect", 0.03, "fraction"),), 6),
+               Line("Effect of n_ctx on decode: none (largest difference 3.0%).",
+                    (Fact("effect", 0.03, "fraction"),), 6),
                Line("Best TTFT: 212 ms.", (Fact("ttft", 212.0, "ms"),), ESSENTIAL),
                Line("Configurations: 3; samples: 6 ok, 0 failed.", (Fact("configurations", 3.0),), 2))
     rows = tuple(Line(f"| {i} | {100 + i}.5 | {'n_ctx=4096, temperature=0.7, top_p=0.9' * 2} |",
