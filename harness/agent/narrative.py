@@ -181,20 +181,17 @@ def _full_prompt(setup: AgentSetup, lm, user: str):
 def fit_facts(analysis, setup: AgentSetup, lm, sheet=None) -> FittedFacts:
     """The fact sheet of `analysis` fitted to the loaded model's context less agent.max_tokens,
     counted with its tokenizer (see facts.fit for what is dropped first). Raises PromptTooLong when
-    not even the minimal sheet fits, or fewer than agent.min_rows rows would be given."""
+    not even the minimal sheet (the headline lines and agent.min_rows rows, at least one) fits."""
     from .facts import build_facts, fit
 
     ag = setup.agent
-    sheet = sheet or build_facts(analysis)
+    sheet = build_facts(analysis) if sheet is None else sheet
     budget = lm.n_ctx - ag.max_tokens
     try:
         f = fit(sheet, lambda facts: ag.task.replace("{facts}", facts),
                 lambda user: _full_prompt(setup, lm, user).n_tokens, budget, min_rows=max(1, ag.min_rows))
     except ValueError as e:
         raise _too_long(f"{e} (runtime.n_ctx={lm.n_ctx}, agent.max_tokens={ag.max_tokens})") from e
-    if f.rows < min(ag.min_rows, len(sheet.rows)):
-        raise _too_long(f"only {f.rows} of {len(sheet.rows)} configuration rows fit in runtime.n_ctx={lm.n_ctx} "
-                        f"with agent.max_tokens={ag.max_tokens}; agent.min_rows={ag.min_rows}")
     return FittedFacts(user=f.prompt, n_tokens=f.n_tokens, budget=budget, n_ctx=lm.n_ctx, rows=f.rows,
                        rows_total=len(sheet.rows), summary=f.summary, summary_total=len(sheet.summary),
                        facts=sheet.facts(f.rows, f.summary))

@@ -123,7 +123,13 @@ def test_report_with_narrative_llm_and_sampling_overrides(sweep):
 
 
 def test_agent_refuses_a_device_another_harness_job_holds(sweep, tmp_path, monkeypatch):
+    import shutil
+
     from harness import devicelock
+
+    # the sweep's own points only (the other tests write reports and agent runs into its folder)
+    sweep = shutil.copytree(sweep, tmp_path / "s", ignore=lambda d, names: [
+        n for n in names if d == str(sweep) and not (n.startswith("bench.") or n == "sweep.json")])
 
     # the scope run_harness gives its children, so that this test process is "another job" to them
     monkeypatch.setenv("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")
