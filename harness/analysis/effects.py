@@ -361,6 +361,8 @@ def _test(n_a, mean_a, var_a, n_b, mean_b, var_b, samples, seed: int) -> tuple[s
     a, b = samples()
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return "permutation", constant_permutation_p(a.size, b.size, bool(a[0] == b[0])), why
+    if min(a.size, b.size) < 2:  # scipy needs two observations per sample: enumerate exactly
+        return "permutation", exact_permutation_p(a, b), why
     res = sps.permutation_test((a, b), _mean_diff, vectorized=True, n_resamples=PERMUTATION_RESAMPLES,
                                permutation_type="independent", alternative="two-sided",
                                rng=np.random.default_rng(seed), batch=max(1, 2_000_000 // (a.size + b.size)))
@@ -390,3 +392,20 @@ def _finish(comps: list[dict], alpha: float, min_effect: float) -> None:
         notes.append("significant" if c["significant"] else "not significant")
         c["note"] = "; ".join(notes)
         del c["_why"]
+
+
+def exact_permutation_p(a, b) -> float:
+    """Two-sided p of the difference in means over every split of the pooled values into groups of
+    a's and b's sizes (for a sample of one, that is one split per pooled value)."""
+    import itertools
+
+    pooled = np.concatenate([a, b])
+    observed = abs(float(np.mean(a) - np.mean(b)))
+    total, n = float(pooled.sum()), a.size
+    hits = count = 0
+    for idx in itertools.combinations(range(pooled.size), n):
+        s_a = float(pooled[list(idx)].sum())
+        diff = abs(s_a / n - (total - s_a) / (pooled.size - n))
+        hits += diff >= observed - 1e-12 * max(1.0, observed)
+        count += 1
+    return hits / count

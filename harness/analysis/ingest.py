@@ -431,6 +431,10 @@ def _from_json(data: Any, rel: str) -> tuple[str, list[dict], str | None] | None
             raise _Skip(f"schema_version {v!r} is not one this harness reads ({SCHEMA_VERSION})")
         if v > SCHEMA_VERSION:
             raise _Skip(f"schema_version {v} is newer than this harness reads ({SCHEMA_VERSION})")
+        if isinstance(data.get("config"), dict) and "agent" in data["config"]:
+            # The narrative's own generation (report/agent/run.json, or an agent experiment's):
+            # a measurement of the report step, not a point of the sweep it describes.
+            raise _Skip("the narrative agent's own run, not sweep data")
         return "harness", table.rows_from_record(data, rel), None
     if isinstance(data, dict) and isinstance(data.get("benchmarks"), list) and "machine_info" in data:
         return "pytest-benchmark", *_pytest_benchmark_rows(data, rel)

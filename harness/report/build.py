@@ -167,8 +167,13 @@ def _narrative_section(doc: Document, nar) -> None:
     s.add(Paragraph(f"{c.header()}", strong=True))
     rows = (f"{nar.rows_given} of {nar.rows_total} configuration rows" if nar.rows_given < nar.rows_total
             else f"all {nar.rows_total} configuration rows")
-    s.add(Paragraph(f"Written by the local model {nar.model} from the computed facts ({rows}, summary lines, "
-                    f"effects). Every number in it was matched against those facts, allowing for rounding and "
+    f = getattr(nar, "fitted", None)
+    if f is not None and f.summary < f.summary_total:
+        lines = f"{f.summary} of {f.summary_total} summary lines (the least important dropped to fit the context)"
+    else:
+        lines = f"all {f.summary_total} summary lines" if f is not None else "the summary lines"
+    s.add(Paragraph(f"Written by the local model {nar.model} from the computed facts ({rows}; {lines}). "
+                    f"Every number in it was matched against those facts, allowing for rounding and "
                     f"unit conversions; numbers marked [unverified] are not among them. The executive summary's "
                     f"figures come from the analysis, not from this text."))
     if not nar.text.strip():

@@ -167,6 +167,16 @@ def test_small_samples_fall_back_to_permutation():
     assert c["significant"] is False
 
 
+def test_a_single_sample_against_several_is_tested_exactly():
+    # A configuration measured once (scipy's permutation test needs two per group): every one of
+    # the 4 values can be the lone one; only 100 (the observed) is as far from the rest.
+    rows = runs_of([100.0], run_prefix="a", temperature=0.2)
+    rows += runs_of([130.0, 131.0, 132.0], run_prefix="b", temperature=0.8)
+    c = only(effects(table.frame(rows)), param="temperature")
+    assert c["test"] == "permutation"
+    assert c["p_value"] == pytest.approx(1 / 4)
+
+
 def test_zero_variance_falls_back_to_permutation():
     rows = runs_of([100.0] * 6, run_prefix="a", temperature=0.2)
     rows += runs_of([100.0] * 6, run_prefix="b", temperature=0.8)

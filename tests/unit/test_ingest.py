@@ -92,6 +92,20 @@ def test_newer_schema_version_is_skipped_with_reason(root):
     assert len(res.frame) == 0 and not res.ok
 
 
+def test_the_narrative_agents_own_run_is_not_sweep_data(root):
+    # A report written to a folder of any name inside the sweep (--out S/llm) holds the agent's
+    # run.json: a later analysis of S must not count it as a configuration of the sweep.
+    put(root, RUNS / "s1" / "ok_job" / "run.json", "s1/ok_job/run.json")
+    rec = json.loads((RUNS / "s1" / "ok_job" / "run.json").read_text())
+    rec["config"]["agent"] = {"max_tokens": 600}
+    (root / "s1" / "llm" / "agent").mkdir(parents=True)
+    (root / "s1" / "llm" / "agent" / "run.json").write_text(json.dumps(rec))
+    res = ingest([root])
+    f = one(res, "s1/llm/agent/run.json")
+    assert f.kind == "skipped" and f.reason == "the narrative agent's own run, not sweep data"
+    assert set(res.frame["source_file"]) == {"s1/ok_job/run.json"}
+
+
 def test_derived_and_temporary_files_are_listed_not_read(root):
     job = root / "s1" / "ok_job"
     put(root, RUNS / "s1" / "ok_job" / "run.json", "s1/ok_job/run.json")
