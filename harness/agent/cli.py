@@ -14,7 +14,7 @@ from pathlib import Path
 
 _OVERRIDE = re.compile(r"^[+~]?[A-Za-z_][\w.\-/@]*=")
 NARRATIVE_KEY = "report.narrative"
-NARRATIVE_MODES = ("none", "llm")
+from ..config import NARRATIVE_MODES  # noqa: E402  (one list for harness run and harness report)
 
 
 def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
