@@ -29,7 +29,8 @@ def test_wheel_contains_the_config_tree(tmp_path):
     assert expected and {f"harness/conf/{e}" for e in expected} <= names
     assert "harness/conf/sweep/quick.yaml" in names and "harness/cli.py" in names
     for module in ("harness/analysis/ingest.py", "harness/analysis/formats/llamabench.py", "harness/report/build.py",
-                   "harness/telemetry/sampler.py"):
+                   "harness/telemetry/sampler.py", "harness/agent/narrative.py", "harness/experiments/command.py",
+                   "harness/devicelock.py"):
         assert module in names
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "harness = harness.cli:main" in entry
