@@ -177,19 +177,48 @@ def _measure(rc: RunConfig, plan, state: dict, job_dir: Path) -> RunRecord:
     return replace(state["result"], roofline=roofline(state["result"], plan, block.get("gpu")))
 
 
-def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> None:
-    from . import devicelock, engine, provenance
+def _with_provenance(rc: RunConfig, plan, rec: RunRecord):
+    """(record with timing path and provenance, the provenance dict, the generate function of the
+    timing path). Provenance comes first: a point that fails to load still says where and with
+    what it ran."""
+    from . import engine, provenance
     from .modelfile import sha256_file
-    from .workload import build_prompt
 
-    # Provenance first: a point that fails to load still says where and with what it ran.
     model_prov = plan.gguf.to_dict()
     model_prov.pop("metadata", None)
     model_prov["sha256"] = sha256_file(Path(plan.model_path))
     timing, native_status, generate = _timing_path(rc.bench.timing)
     prov = provenance.collect(engine.engine_info(), timing, model_prov)
     prov["native"] = {**native_status, "requested": rc.bench.timing}
-    rec = state["record"] = replace(state["record"], timing_path=timing, provenance=prov)
+    return replace(rec, timing_path=timing, provenance=prov), prov, generate
+
+
+def _timed_repetition(lm, generate, gen: dict, r: int, seed: int, sampler, prev_end: int | None):
+    """One timed generation with its telemetry windows (idle since `prev_end`, prefill, decode):
+    (Repetition, tokens.csv rows, the engine's RawRep, the sample time at its end)."""
+    start = sampler.sample()
+    if prev_end is not None:
+        sampler.add_window("idle", prev_end, start)
+    raw = generate(lm, seed=seed, **gen)
+    end = sampler.sample()
+    if raw.token_ns:
+        sampler.add_window("prefill", raw.t_request_ns, raw.token_ns[0])
+        sampler.add_window("decode", raw.token_ns[0], raw.token_ns[-1], tokens=len(raw.token_ns) - 1)
+    m = rep_metrics(r, raw.t_request_ns, raw.token_ns, raw.n_prompt_tokens, raw.engine_prompt_eval_ms,
+                    **_engine_split(raw))
+    itl = tuple((b - a) / 1e6 for a, b in zip(raw.token_ns, raw.token_ns[1:]))
+    rep = Repetition(metrics=m, seed=seed, t_prefill_end_ms=(raw.t_prefill_end_ns - raw.t_request_ns) / 1e6,
+                     engine_eval_ms=raw.engine_eval_ms, engine_n_eval=raw.engine_n_eval, itl_ms=itl)
+    rows = [(r, i, t - raw.t_request_ns, tok) for i, (t, tok) in enumerate(zip(raw.token_ns, raw.token_ids))]
+    return rep, rows, raw, end
+
+
+def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> None:
+    from . import devicelock, engine
+    from .workload import build_prompt
+
+    rec, prov, generate = _with_provenance(rc, plan, state["record"])
+    state["record"] = rec
     with _phase("load"):
         prov["device_lock"] = lock = devicelock.hold_for(plan, rc.bench.allow_shared_device)
         t0 = sampler.sample()
@@ -233,25 +262,11 @@ def _measure_with(rc: RunConfig, plan, state: dict, job_dir: Path, sampler) -> N
     prev_end = None
     with _phase("measure"):
         for r in range(b.repetitions):
-            start = sampler.sample()
-            if prev_end is not None:
-                sampler.add_window("idle", prev_end, start)
-            raw = generate(lm, seed=s.seed + r, **gen)
-            prev_end = sampler.sample()
-            if raw.token_ns:
-                sampler.add_window("prefill", raw.t_request_ns, raw.token_ns[0])
-                sampler.add_window("decode", raw.token_ns[0], raw.token_ns[-1], tokens=len(raw.token_ns) - 1)
-            m = rep_metrics(r, raw.t_request_ns, raw.token_ns, raw.n_prompt_tokens, raw.engine_prompt_eval_ms,
-                            **_engine_split(raw))
-            itl = tuple((b_ - a) / 1e6 for a, b_ in zip(raw.token_ns, raw.token_ns[1:]))
-            reps.append(Repetition(metrics=m, seed=s.seed + r,
-                                   t_prefill_end_ms=(raw.t_prefill_end_ns - raw.t_request_ns) / 1e6,
-                                   engine_eval_ms=raw.engine_eval_ms, engine_n_eval=raw.engine_n_eval,
-                                   itl_ms=itl))
-            token_rows.extend((r, i, t - raw.t_request_ns, tok)
-                              for i, (t, tok) in enumerate(zip(raw.token_ns, raw.token_ids)))
+            rep, rows, _, prev_end = _timed_repetition(lm, generate, gen, r, s.seed + r, sampler, prev_end)
+            reps.append(rep)
+            token_rows.extend(rows)
             state["record"] = replace(rec, repetitions=tuple(reps), warmup_done=b.warmup)
-            progress.rep(rec.job_name, "rep", r + 1, b.repetitions, m.decode_tps)
+            progress.rep(rec.job_name, "rep", r + 1, b.repetitions, rep.metrics.decode_tps)
     with _phase("write"):
         _write_tokens(job_dir, token_rows)
     agg = aggregate([x.metrics for x in reps], [x.itl_ms for x in reps])

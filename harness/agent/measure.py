@@ -16,8 +16,8 @@ from typing import Callable
 
 from .. import store
 from ..config import RunConfig
-from ..metrics import aggregate, rep_metrics
-from ..record import Repetition, RunError, RunRecord
+from ..metrics import aggregate
+from ..record import RunError, RunRecord
 
 log = logging.getLogger("harness")
 
@@ -73,17 +73,11 @@ def measure_once(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, *, c
 
 def _run(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, state: dict, sampler,
          device_lock: dict | None) -> None:
-    from .. import devicelock, engine, provenance
-    from ..modelfile import sha256_file
-    from ..runner import _engine_split, _phase, _timing_path, _write_tokens
+    from .. import devicelock, engine
+    from ..runner import _phase, _timed_repetition, _with_provenance, _write_tokens
 
-    model_prov = plan.gguf.to_dict()
-    model_prov.pop("metadata", None)
-    model_prov["sha256"] = sha256_file(Path(plan.model_path))
-    timing, native_status, generate = _timing_path(rc.bench.timing)
-    prov = provenance.collect(engine.engine_info(), timing, model_prov)
-    prov["native"] = {**native_status, "requested": rc.bench.timing}
-    rec = state["record"] = replace(state["record"], timing_path=timing, provenance=prov)
+    rec, prov, generate = _with_provenance(rc, plan, state["record"])
+    state["record"] = rec
     with _phase("load"):
         lock = prov["device_lock"] = (device_lock if device_lock is not None
                                       else devicelock.hold_for(plan, rc.bench.allow_shared_device))
@@ -116,26 +110,15 @@ def _run(rc: RunConfig, plan, job_dir: Path, make_prompt: Callable, state: dict,
                 for i in range(b.warmup):
                     generate(lm, seed=s.seed + 1_000_000 + i, **gen)
     with _phase("measure"):
-        sampler.sample()
-        raw = generate(lm, seed=s.seed, **gen)
-        sampler.sample()
-        if raw.token_ns:
-            sampler.add_window("prefill", raw.t_request_ns, raw.token_ns[0])
-            sampler.add_window("decode", raw.token_ns[0], raw.token_ns[-1], tokens=len(raw.token_ns) - 1)
-        m = rep_metrics(0, raw.t_request_ns, raw.token_ns, raw.n_prompt_tokens, raw.engine_prompt_eval_ms,
-                        **_engine_split(raw))
-        itl = tuple((y - x) / 1e6 for x, y in zip(raw.token_ns, raw.token_ns[1:]))
-        rep = Repetition(metrics=m, seed=s.seed, t_prefill_end_ms=(raw.t_prefill_end_ns - raw.t_request_ns) / 1e6,
-                         engine_eval_ms=raw.engine_eval_ms, engine_n_eval=raw.engine_n_eval, itl_ms=itl)
-        state["tokens"].extend((0, i, t - raw.t_request_ns, tok)
-                               for i, (t, tok) in enumerate(zip(raw.token_ns, raw.token_ids)))
+        rep, rows, raw, _ = _timed_repetition(lm, generate, gen, 0, s.seed, sampler, None)
+        state["tokens"].extend(rows)
         state["raw"] = raw
     with _phase("write"):
         _write_tokens(job_dir, state["tokens"])
         eog = set(lm.eog_tokens)
         state["text"] = lm.detokenize([t for t in raw.token_ids if t not in eog]).strip()
     state["result"] = replace(rec, status="ok", ended_at=_now_iso(), warmup_done=b.warmup, repetitions=(rep,),
-                              aggregates=aggregate([m], [itl]))
+                              aggregates=aggregate([rep.metrics], [rep.itl_ms]))
 
 
 def _now_iso() -> str:
