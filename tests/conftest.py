@@ -39,6 +39,18 @@ def harness_cli():
     return run_harness
 
 
+def wait_for(predicate, timeout_s: float, tick_s: float = 0.05) -> bool:
+    """Poll `predicate` every `tick_s` until it holds or `timeout_s` passes; its last answer."""
+    import threading
+
+    tick = threading.Event()
+    for _ in range(int(timeout_s / tick_s)):
+        if predicate():
+            return True
+        tick.wait(tick_s)
+    return predicate()
+
+
 def load_schema(name: str = "run.schema.json") -> dict:
     return json.loads((SCHEMA_DIR / name).read_text())
 

@@ -17,22 +17,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import TINY, load_schema, run_records
+from conftest import TINY, load_schema, run_records, wait_for
 
 pytestmark = pytest.mark.slow
 
-
-def _wait_for(predicate, timeout_s: float) -> bool:
-    tick = threading.Event()
-    for _ in range(int(timeout_s / 0.005)):
-        if predicate():
-            return True
-        tick.wait(0.005)
-    return predicate()
 
 
 def _model_copy(src: Path, dst: Path) -> Path:
@@ -59,7 +50,7 @@ def test_model_file_removed_mid_sweep_fails_that_point_only(tmp_path, model_path
     try:
         # Every point passed the sweep's pre-flight (the job folders come after it). While the first
         # point measures, the second point's model file goes away.
-        assert _wait_for(lambda: any(p.is_dir() for p in sweep.glob("*")), 300), "no job started"
+        assert wait_for(lambda: any(p.is_dir() for p in sweep.glob("*")), 300, tick_s=0.005), "no job started"
         models[1].unlink()
         out, err = proc.communicate(timeout=300)
     finally:

@@ -8,23 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 
 import pytest
-from conftest import TINY, load_schema, run_records
+from conftest import TINY, load_schema, run_records, wait_for
 
 pytestmark = pytest.mark.slow
 
 POINTS = ["runtime.n_ctx=256,512", "sampling.temperature=0.2,0.6,1.0"]  # 6 points
 
-
-def _wait_for(predicate, timeout_s: float) -> bool:
-    tick = threading.Event()
-    for _ in range(int(timeout_s / 0.05)):
-        if predicate():
-            return True
-        tick.wait(0.05)
-    return predicate()
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
@@ -37,7 +28,7 @@ def test_interrupted_sweep_is_marked_and_resumes(sig, code, tmp_path, model_path
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ})
     try:
-        assert _wait_for(lambda: len(list(sweep.glob("*/run.json"))) >= 1, 300), "no point finished"
+        assert wait_for(lambda: len(list(sweep.glob("*/run.json"))) >= 1, 300), "no point finished"
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=300)
     finally:
