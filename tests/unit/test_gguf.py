@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import struct
 from pathlib import Path
 
 import pytest
 
-from harness.gguf import GGUFError, GGUFInfo, read_gguf_info
+from harness.gguf import GGUFError, GGUFInfo, NotARegularFile, read_gguf_info
 
 # GGUF value types
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
@@ -216,6 +217,50 @@ def test_directory(tmp_path):
     with pytest.raises(IsADirectoryError) as ei:
         read_gguf_info(tmp_path)
     assert ei.value.errno == errno.EISDIR and ei.value.filename == str(tmp_path)
+
+
+def _no_hang(fn, *args):
+    """Call fn(*args); an open that blocks (a FIFO with no writer) fails the test instead of
+    hanging it."""
+    import signal
+
+    def hung(signum, frame):
+        raise AssertionError(f"{fn.__name__}{args} blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        return fn(*args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_fifo_is_refused_without_opening_it(tmp_path):
+    p = tmp_path / "model.gguf"
+    os.mkfifo(p)
+    with pytest.raises(NotARegularFile) as ei:
+        _no_hang(read_gguf_info, p)
+    assert ei.value.kind == "FIFO" and str(ei.value) == f"{p}: not a regular file (FIFO)"
+
+
+def test_symlink_to_a_fifo_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "model.gguf").symlink_to(tmp_path / "fifo")
+    with pytest.raises(NotARegularFile, match="FIFO"):
+        _no_hang(read_gguf_info, tmp_path / "model.gguf")
+
+
+def test_socket_and_device_are_refused(tmp_path):
+    import socket
+
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        with pytest.raises(NotARegularFile, match="socket"):
+            _no_hang(read_gguf_info, path)
+    with pytest.raises(NotARegularFile, match="character device"):
+        _no_hang(read_gguf_info, "/dev/zero")  # reading it would never end
 
 
 def test_missing(tmp_path):

@@ -85,7 +85,27 @@ def _expect_model_error(path: Path, *fragments: str) -> str:
 
 
 def test_directory(tmp_path):
-    _expect_model_error(tmp_path, "directory")
+    _expect_model_error(tmp_path, "must be a regular GGUF file, not a directory")
+
+
+def test_fifo_is_refused_before_it_is_opened(tmp_path):
+    # Opening a FIFO blocks until a writer comes: the check must not open it.
+    import os
+    import signal
+
+    p = tmp_path / "model.gguf"
+    os.mkfifo(p)
+    previous = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("check_model_file blocked on a FIFO"))
+    signal.alarm(5)
+    try:
+        _expect_model_error(p, "must be a regular GGUF file, not a FIFO")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_device_is_refused(tmp_path):
+    _expect_model_error(Path("/dev/zero"), "must be a regular GGUF file, not a character device")
 
 
 def test_missing_file(tmp_path):
