@@ -196,7 +196,7 @@ def _print_summary(sweep_dir, rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .fields import FIELDS, fmt
+    from .fields import FIELDS, cell
 
     if not rows:
         return
@@ -215,5 +215,5 @@ def _print_summary(sweep_dir, rows: list[dict]) -> None:
     for f in shown:
         table.add_column(f.display, justify="left" if f.name == "status" else "right")
     for i, r in enumerate(rows, 1):
-        table.add_row(str(i), *[fmt(f, r.get(f.name)) for f in shown])
+        table.add_row(str(i), *[cell(f, r) for f in shown])
     Console(width=max(120, Console().width)).print(table)

@@ -18,6 +18,7 @@ import statistics
 from bisect import bisect_left, bisect_right
 from datetime import datetime, timezone
 
+from . import registry
 from .analysis.formats import llamabench
 
 FORMATS = ("csv", "parquet", "pytest-benchmark", "llama-bench-json", "llama-bench-jsonl", "llama-bench-csv",
@@ -28,14 +29,13 @@ PYTEST_BENCHMARK_VERSION = "5.1.0"
 # Per-sample time the pytest-benchmark stats are computed over, first one a run has (ms columns).
 TIMED_METRICS = ("e2e_ms", "decode_ms", "prompt_eval_ms")
 # Per-run means in extra_info (metric columns of the tidy table)...
-_MEAN_METRICS = ("decode_tps", "prefill_tps", "ttft_ms", "e2e_ms", "prompt_eval_ms", "decode_ms",
-                 "itl_p50_ms", "itl_p99_ms", "n_gen_tokens", "load_ms")
+MEAN_METRICS = registry.EXTRA_INFO_METRICS
 # ...and run-level values (equal on every sample of a run), taken as they are.
-_RUN_VALUES = ("energy_per_token_j", "vram_used_mib", "gpu_util_pct", "power_w", "bandwidth_efficiency",
-               "n_gpu_layers", "n_gpu_layers_effective", "n_ctx", "n_ctx_effective", "n_batch", "n_ubatch",
-               "n_threads", "flash_attn", "type_k", "type_v", "temperature", "top_p", "top_k", "min_p",
-               "repeat_penalty", "workload", "n_prompt_tokens", "max_tokens", "effective_id", "load_reused",
-               "throttled", "fan_reported", "gpu_shared", "model_sha256", "started_at")
+RUN_VALUES = (*(m for m in registry.RUN_LEVEL_METRICS if m not in MEAN_METRICS),
+              "n_gpu_layers", "n_gpu_layers_effective", "n_ctx", "n_ctx_effective", "n_batch", "n_ubatch",
+              "n_threads", "flash_attn", "type_k", "type_v", "temperature", "top_p", "top_k", "min_p",
+              "repeat_penalty", "workload", "n_prompt_tokens", "max_tokens", "effective_id", "load_reused",
+              "throttled", "fan_reported", "gpu_shared", "model_sha256", "started_at")
 _PARAMS = ("n_gpu_layers", "n_ctx", "n_batch", "n_ubatch", "n_threads", "flash_attn", "type_k", "type_v",
            "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "n_prompt_tokens", "max_tokens")
 
@@ -143,10 +143,10 @@ def pytest_benchmark(df) -> dict:
             "source_format": _first(run, "source_format"), "source_file": _first(run, "source_file"),
             "timed_metric": timed, "n_samples": len(data), "n_failed": int((run["status"] == "failed").sum()),
             "errors": sorted({str(e) for e in run.loc[run["status"] == "failed", "error"].dropna()}),
-            **{m: _mean(ok[m]) for m in _MEAN_METRICS},
+            **{m: _mean(ok[m]) for m in MEAN_METRICS},
             # token-weighted decode rate: sum(tokens - 1) / sum(decode s)
             "decode_tps_weighted": (float(n_tokens[both].sum() / decode_s[both].sum()) if both.any() else None),
-            **{c: _whole(_first(run, c)) if c in _PARAMS else _first(run, c) for c in _RUN_VALUES},
+            **{c: _whole(_first(run, c)) if c in _PARAMS else _first(run, c) for c in RUN_VALUES},
         }
         params = {c: _whole(_first(run, c)) for c in _PARAMS if _first(run, c) is not None}
         benchmarks.append({

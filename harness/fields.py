@@ -1,12 +1,19 @@
 """One registry of the per-run columns: it drives runs.csv/runs.parquet and the terminal table.
 
 Each field has a column name (units in the name), a path into run.json, and a display format.
+Headers and formats of metric columns come from the metric registry (harness.registry).
+
+A point that reused a model loaded by an earlier point did not load anything: its `load_ms` is
+empty (the first load's time belongs to that point only), `load_reused` is True, and the terminal
+table shows "reused" in the load column (see `cell`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from . import registry
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,9 @@ def _f(name: str, path: str, display: str, fmt: str = "{}", summary: bool = Fals
     return Field(name, tuple(path.split(".")), display, fmt, summary)
 
 
-def _stat(metric: str, display: str, fmt: str, summary_mean: bool = True) -> list[Field]:
+def _stat(metric: str, summary_mean: bool = True, qualifier: str = "") -> list[Field]:
+    m = registry.get(metric)
+    display, fmt = m.short + qualifier, m.fmt
     base = f"aggregates.{metric}"
     return [
         _f(f"{metric}_mean", f"{base}.mean", f"{display}", fmt, summary_mean),
@@ -33,6 +42,12 @@ def _stat(metric: str, display: str, fmt: str, summary_mean: bool = True) -> lis
         _f(f"{metric}_ci95_high", f"{base}.ci95_high", f"{display} CI95 high", fmt),
         _f(f"{metric}_n", f"{base}.n", f"{display} n", "{}"),
     ]
+
+
+def _metric(metric: str, path: str, summary: bool = False) -> Field:
+    """A field holding one value of a registry metric (header and format from the registry)."""
+    m = registry.get(metric)
+    return _f(metric, path, m.short, m.fmt, summary)
 
 
 FIELDS: tuple[Field, ...] = (
@@ -65,18 +80,18 @@ FIELDS: tuple[Field, ...] = (
     _f("effective_id", "effective.effective_id", "effective id"),
     _f("n_prompt_tokens", "prompt.n_tokens", "prompt tok"),
     _f("repetitions", "config.bench.repetitions", "reps"),
-    _f("load_ms", "load.load_ms", "load ms", "{:.0f}", True),
-    _f("load_reused", "load.reused", "reused"),
-    *_stat("ttft_ms", "TTFT ms", "{:.1f}"),
-    *_stat("prompt_eval_ms", "prefill ms", "{:.1f}", False),
-    *_stat("prefill_tps", "prefill tok/s", "{:.0f}"),
-    *_stat("decode_tps", "decode tok/s", "{:.1f}"),
-    *_stat("decode_engine_tps", "decode tok/s (engine)", "{:.1f}", False),
-    *_stat("e2e_ms", "e2e ms", "{:.0f}", False),
-    *_stat("itl_p50_ms", "ITL p50 ms (per rep)", "{:.2f}", False),
-    _f("decode_tps_weighted", "aggregates.decode_tps_weighted", "decode tok/s (weighted)", "{:.1f}"),
-    _f("itl_pooled_p50_ms", "aggregates.itl_pooled_ms.p50", "ITL p50 ms (pooled)", "{:.2f}"),
-    _f("itl_pooled_p99_ms", "aggregates.itl_pooled_ms.p99", "ITL p99 ms (pooled)", "{:.2f}", True),
+    _metric("load_ms", "load.load_ms", True),
+    _f("load_reused", "load.reused", "load reused"),
+    *_stat("ttft_ms"),
+    *_stat("prompt_eval_ms", False),
+    *_stat("prefill_tps"),
+    *_stat("decode_tps"),
+    *_stat("decode_engine_tps", False),
+    *_stat("e2e_ms", False),
+    *_stat("itl_p50_ms", False, " (per rep)"),
+    _metric("decode_tps_weighted", "aggregates.decode_tps_weighted"),
+    _metric("itl_pooled_p50_ms", "aggregates.itl_pooled_ms.p50"),
+    _metric("itl_pooled_p99_ms", "aggregates.itl_pooled_ms.p99", True),
     _f("n_gen_tokens_total", "aggregates.n_gen_tokens_total", "gen tokens"),
     _f("timing_path", "timing_path", "timing"),
     _f("engine_version", "provenance.engine.llama_cpp_python", "engine"),
@@ -98,8 +113,23 @@ def get(record: dict, path: tuple[str, ...]) -> Any:
 
 
 def row(record: dict) -> dict:
-    """One tidy row (column -> value) for a run record."""
-    return {f.name: get(record, f.path) for f in FIELDS}
+    """One tidy row (column -> value) for a run record. A reused load has no load time."""
+    out = {f.name: get(record, f.path) for f in FIELDS}
+    if out.get("load_reused") is True:
+        out["load_ms"] = None
+    return out
+
+
+#: What the load column shows for a point that reused a loaded model.
+REUSED = "reused"
+
+
+def cell(field: Field, values: dict) -> str:
+    """The table text of `field` in a row of `row()`: its formatted value, or "reused" in the
+    load column of a point that reused a model loaded by an earlier point."""
+    if field.name == "load_ms" and values.get("load_reused") is True and values.get("load_ms") is None:
+        return REUSED
+    return fmt(field, values.get(field.name))
 
 
 def fmt(field: Field, value: Any) -> str:

@@ -18,6 +18,7 @@ Units are written the same way everywhere (and the narrative's fact check unders
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 #: Statistic suffixes of configuration / runs.csv columns (`<metric>_<stat>`), longest first.
@@ -218,15 +219,15 @@ def label(name: str) -> str:
 
 
 def implausible(name: str, value: float) -> str | None:
-    """Why `value` cannot be a measurement of metric `name` (not finite, negative for a
-    non-negative quantity, above its plausibility bound), or None when it can."""
+    """Why `value` cannot be a measurement of metric `name`, in words without the value ("not
+    finite", "negative", "above the plausible maximum of 1e+07 tok/s"), or None when it can."""
     m = BY_NAME[name]
-    if value != value or value in (float("inf"), float("-inf")):
-        return f"{name} is not finite ({value!r})"
+    if not math.isfinite(value):
+        return "not finite"
     if m.non_negative and value < 0:
-        return f"{name} is negative ({value:g} {m.unit})"
+        return "negative"
     if m.max_plausible is not None and value > m.max_plausible:
-        return f"{name} {value:g} {m.unit} is above {m.max_plausible:g}: not a measurement"
+        return f"above the plausible maximum of {m.max_plausible:g} {m.unit}"
     return None
 
 

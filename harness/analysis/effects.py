@@ -30,6 +30,9 @@ Two things are never attributed to the parameter:
 A load-changing parameter (n_ctx, n_gpu_layers, ...) reloads the model at every level by its
 nature; the harness keeps load time out of every sample and warms up after each load, so its
 differences are attributed to it, with the note "each level is a separate load".
+
+This module fits the comparisons (levels, strata, means); the tests themselves are in
+`significance`, the significance decision and the words of each note in `verdicts`.
 """
 
 from __future__ import annotations
@@ -39,19 +42,22 @@ import math
 import numpy as np
 import pandas as pd
 from scipy import special
-from scipy import stats as sps
 
+from .. import registry
 from . import table
-from .stats import (EFFECTIVE_OF, RUN_LEVEL_METRICS, config_keys, group_label, natural_key, ok_mask,
-                    run_keys, varying_params)
+# The tests and the verdict text live in their own modules; their public names stay importable
+# from here, where callers have always found them.
+from .significance import (PERMUTATION_RESAMPLES, constant_permutation_p, exact_permutation_p,  # noqa: F401
+                           holm, stratified_test, two_level_test, welch_p)
+from .stats import EFFECTIVE_OF, config_keys, group_label, natural_key, ok_mask, run_keys, varying_params
+from .verdicts import effect_summary, finish  # noqa: F401
 
-DEFAULT_METRICS = ("decode_tps", "ttft_ms", "prefill_tps", "energy_per_token_j", "vram_used_mib")
+DEFAULT_METRICS = registry.EFFECT_METRICS
+RUN_LEVEL_METRICS = registry.RUN_LEVEL_METRICS
 #: Parameters whose change means a different loaded model (llama-bench's "needs a reload").
 LOAD_PARAMS = ("n_gpu_layers", "n_gpu_layers_effective", "n_ctx", "n_ctx_effective", "n_batch",
                "n_ubatch", "flash_attn", "type_k", "type_v", "n_threads", "model")
-PERMUTATION_RESAMPLES = 9999
 SEED = 20240601
-MIN_N_WELCH = 3
 # Effective parameters first: when requested and effective split the samples identically, the
 # effective one is tested and the requested one is listed as its alias.
 _PREFERRED_FIRST = tuple(EFFECTIVE_OF.values())
@@ -80,6 +86,13 @@ def effects(df: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
         parameters), note ("; "-joined plain-words reasons, ending "significant" or
         "not significant").
     """
+    # Values too large for float arithmetic (1e308) give inf / NaN statistics, never a warning:
+    # analysis code returns data, it does not print.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return _effects(df, metrics, alpha, min_effect, seed)
+
+
+def _effects(df: pd.DataFrame, metrics, alpha: float, min_effect: float, seed: int) -> list[dict]:
     df = df.reset_index(drop=True)
     ok = ok_mask(df)
     cfg = config_keys(df)
@@ -112,76 +125,8 @@ def effects(df: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
                 for c in prepared[unit].compare(frames[unit][m], load_param, seed):
                     comps.append({"group": label, "group_keys": dict(gkeys), "param": p, "aliases": list(aliases),
                                   "metric": m, "unit": unit, **c})
-    _finish(comps, alpha, min_effect)
+    finish(comps, alpha, min_effect)
     return comps
-
-
-def holm(p_values) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (NaN stays NaN and does not count as a comparison)."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    fin = np.flatnonzero(np.isfinite(p))
-    m = fin.size
-    if m:
-        order = fin[np.argsort(p[fin], kind="stable")]
-        adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
-        out[order] = np.minimum(adj, 1.0)
-    return out
-
-
-def effect_summary(comparisons: list[dict]) -> list[dict]:
-    """One dict per (group, param, metric), in first-seen order:
-      group, param, metric, n_comparisons, n_significant, any_significant,
-      largest_rel_diff (signed rel_diff of largest magnitude among comparisons of different
-        effective configurations; NaN when none), largest_between ((level_a, level_b) of it),
-      load_effect (any comparison flagged), confounded (any comparison flagged),
-      same_effective_only (every comparison was between equal effective configurations),
-      verdict: "no measurable effect" | "measurable effect" | "effect coincides with a model
-        reload" (every significant comparison is load-flagged) | "same effective configuration".
-    Per group (hardware, model, engine) rather than pooled: an effect on one machine is not one on
-    another.
-    """
-    out: dict[tuple, dict] = {}
-    for c in comparisons:
-        key = (c["group"], c["param"], c["metric"])
-        s = out.setdefault(key, {"group": c["group"], "param": c["param"], "metric": c["metric"],
-                                 "n_comparisons": 0, "n_significant": 0, "any_significant": False,
-                                 "largest_rel_diff": math.nan, "largest_between": None,
-                                 "load_effect": False, "confounded": False, "same_effective_only": True,
-                                 "_sig_clean": False})
-        s["n_comparisons"] += 1
-        s["load_effect"] |= bool(c["load_effect"])
-        s["confounded"] |= bool(c.get("confounded"))
-        if c["significant"]:
-            s["n_significant"] += 1
-            s["any_significant"] = True
-            s["_sig_clean"] |= not c["load_effect"]
-        if not c["same_effective"]:
-            s["same_effective_only"] = False
-            r = c["rel_diff"]
-            if math.isfinite(r) and not (abs(r) <= abs(s["largest_rel_diff"])):
-                s["largest_rel_diff"], s["largest_between"] = r, (c["level_a"], c["level_b"])
-    result = []
-    for s in out.values():
-        clean = s.pop("_sig_clean")
-        if s["same_effective_only"]:
-            s["verdict"] = "same effective configuration"
-        elif not s["any_significant"]:
-            s["verdict"] = "no measurable effect"
-        else:
-            s["verdict"] = "measurable effect" if clean else "effect coincides with a model reload"
-        result.append(s)
-    return result
-
-
-def constant_permutation_p(n_a: int, n_b: int, equal: bool) -> float:
-    """Exact two-sided permutation p-value of the difference of means when each side is constant:
-    1 when the two constants are equal; else only the observed split (and its mirror image when
-    n_a == n_b) is as extreme, out of C(n_a + n_b, n_a) splits."""
-    if equal:
-        return 1.0
-    extreme = 2 if n_a == n_b else 1
-    return min(1.0, extreme / math.comb(n_a + n_b, n_a))
 
 
 # --- internals ----------------------------------------------------------------------------------
@@ -297,11 +242,11 @@ class _Levels:
             diff, base = mean[b] - mean[a], mean[a]
             if balanced or not shared.any():
                 confounded = not balanced
-                test, p, why = _test(n[a], mean[a], var[a], n[b], mean[b], var[b],
-                                     lambda: (v[lv == a], v[lv == b]), seed)
+                test, p, why = two_level_test(n[a], mean[a], var[a], n[b], mean[b], var[b],
+                                              lambda: (v[lv == a], v[lv == b]), seed)
             else:
                 adjusted = True
-                diff, base, test, p, why = _stratified(na_s[shared], nb_s[shared], cm[shared, a],
+                diff, base, test, p, why = stratified_test(na_s[shared], nb_s[shared], cm[shared, a],
                                                        cm[shared, b], sse[shared, a] + sse[shared, b])
             ci = [(None, None) if not np.isfinite(half[x]) or n[x] < 2
                   else (float(mean[x] - half[x]), float(mean[x] + half[x])) for x in (a, b)]
@@ -311,7 +256,7 @@ class _Levels:
                         "diff": float(diff), "rel_diff": float(diff / base) if base else math.nan,
                         "adjusted": adjusted, "test": test, "p_value": p, "p_holm": math.nan,
                         "significant": False, "same_effective": same_eff, "load_effect": bool(reload),
-                        "confounded": confounded, "_why": why, "_load_param": bool(load_param and not same_eff)})
+                        "confounded": confounded, "why": why, "load_param": bool(load_param and not same_eff)})
         return out
 
 
@@ -319,93 +264,3 @@ def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def _stratified(na, nb, ma, mb, sse) -> tuple[float, float, str, float, str]:
-    """(diff, base, test, p, why) of level b vs a within matched strata."""
-    w = na * nb / (na + nb)
-    diff = float(np.sum(w * (mb - ma)) / w.sum())
-    base = float(np.sum(w * ma) / w.sum())
-    df = float(np.sum(na + nb) - 2 * na.size)
-    why = "unbalanced design: tested within matching combinations of the other parameters"
-    total = float(sse.sum())
-    if df >= 1 and total > 0:
-        se = math.sqrt(total / df / w.sum())
-        return diff, base, "stratified", float(2 * special.stdtr(df, -abs(diff) / se)), why
-    d = mb - ma
-    if d.size >= 3 and np.ptp(d) > 0:
-        return diff, base, "stratified", float(sps.ttest_1samp(d, 0.0).pvalue), why + " (paired over them)"
-    return diff, base, "none", math.nan, why + "; too few replicates to test"
-
-
-def _mean_diff(x, y, axis=-1):
-    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
-
-
-def welch_p(n_a, mean_a, var_a, n_b, mean_b, var_b) -> float:
-    """Two-sided p of Welch's t-test from summary statistics (what scipy.stats.ttest_ind with
-    equal_var=False computes from the samples)."""
-    sa, sb = var_a / n_a, var_b / n_b
-    se2 = sa + sb
-    df = se2 ** 2 / (sa ** 2 / (n_a - 1) + sb ** 2 / (n_b - 1))
-    return float(2 * special.stdtr(df, -abs(mean_b - mean_a) / math.sqrt(se2)))
-
-
-def _test(n_a, mean_a, var_a, n_b, mean_b, var_b, samples, seed: int) -> tuple[str, float, str]:
-    """(test name, two-sided p, reason for the permutation test or ""). `samples()` returns the
-    two arrays, needed only by the permutation test."""
-    small = n_a < MIN_N_WELCH or n_b < MIN_N_WELCH
-    # float round-off leaves ~1e-30 of "variance" in a constant column: that is none
-    flat = var_a <= (1e-12 * abs(mean_a)) ** 2 or var_b <= (1e-12 * abs(mean_b)) ** 2
-    if not small and not flat:
-        return "welch", welch_p(n_a, mean_a, var_a, n_b, mean_b, var_b), ""
-    why = f"permutation test (n < {MIN_N_WELCH})" if small else "permutation test (zero variance)"
-    a, b = samples()
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        return "permutation", constant_permutation_p(a.size, b.size, bool(a[0] == b[0])), why
-    if min(a.size, b.size) < 2:  # scipy needs two observations per sample: enumerate exactly
-        return "permutation", exact_permutation_p(a, b), why
-    res = sps.permutation_test((a, b), _mean_diff, vectorized=True, n_resamples=PERMUTATION_RESAMPLES,
-                               permutation_type="independent", alternative="two-sided",
-                               rng=np.random.default_rng(seed), batch=max(1, 2_000_000 // (a.size + b.size)))
-    return "permutation", float(min(1.0, res.pvalue)), why
-
-
-def _finish(comps: list[dict], alpha: float, min_effect: float) -> None:
-    adj = holm([c["p_value"] for c in comps])
-    for c, ph in zip(comps, adj):
-        c["p_holm"] = float(ph)
-        notes = []
-        if c["same_effective"]:
-            notes.append("same effective configuration")
-        if c["load_effect"]:
-            notes.append("coincides with a model reload")
-        if c.pop("_load_param", False):
-            notes.append("each level is a separate load")
-        if c["confounded"]:
-            notes.append("levels share no combination of the other parameters: may be confounded")
-        if c["_why"]:
-            notes.append(c["_why"])
-        below = math.isfinite(c["rel_diff"]) and abs(c["rel_diff"]) < min_effect
-        if ph < alpha and below and not c["same_effective"]:
-            notes.append(f"below the minimum effect size ({min_effect:.0%})")
-        c["significant"] = bool(ph < alpha) and not below and not c["same_effective"] \
-            and math.isfinite(c["rel_diff"])
-        notes.append("significant" if c["significant"] else "not significant")
-        c["note"] = "; ".join(notes)
-        del c["_why"]
-
-
-def exact_permutation_p(a, b) -> float:
-    """Two-sided p of the difference in means over every split of the pooled values into groups of
-    a's and b's sizes (for a sample of one, that is one split per pooled value)."""
-    import itertools
-
-    pooled = np.concatenate([a, b])
-    observed = abs(float(np.mean(a) - np.mean(b)))
-    total, n = float(pooled.sum()), a.size
-    hits = count = 0
-    for idx in itertools.combinations(range(pooled.size), n):
-        s_a = float(pooled[list(idx)].sum())
-        diff = abs(s_a / n - (total - s_a) / (pooled.size - n))
-        hits += diff >= observed - 1e-12 * max(1.0, observed)
-        count += 1
-    return hits / count

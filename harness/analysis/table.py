@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import registry
+
 
 @dataclass(frozen=True)
 class Column:
@@ -17,6 +19,19 @@ class Column:
     dtype: str  # "str" | "float" | "int" | "bool"
     kind: str  # "id" | "group" (hardware/model/engine: never pooled across) | "param" | "metric" | "meta"
     doc: str
+
+
+#: The metric columns, in order (their meaning and unit are the registry's): per-sample metrics,
+#: then those measured once per run.
+METRIC_NAMES = ("load_ms", "ttft_ms", "prompt_eval_ms", "prefill_tps", "decode_ms", "decode_tps", "e2e_ms",
+                  "n_gen_tokens", "itl_p50_ms", "itl_p99_ms", "energy_per_token_j", "vram_used_mib",
+                  "gpu_util_pct", "power_w", "bandwidth_efficiency")
+
+
+def _metric(name: str) -> Column:
+    m = registry.get(name)
+    scope = ", run-level" if name in registry.RUN_LEVEL_METRICS else ""
+    return Column(name, "float", "metric", f"{m.definition} ({m.unit}{scope})")
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -56,23 +71,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("n_prompt_tokens", "float", "param", "prompt length in tokens"),
     Column("max_tokens", "float", "param", "generation budget"),
     Column("effective_id", "str", "param", "equal ids = the same effective configuration"),
-    # metrics (per sample)
-    Column("load_ms", "float", "metric", "load time of the model this sample used (ms)"),
-    Column("load_reused", "bool", "meta", "True when the run reused a model loaded by an earlier point"),
-    Column("ttft_ms", "float", "metric", "time to first token (ms)"),
-    Column("prompt_eval_ms", "float", "metric", "engine prefill time (ms)"),
-    Column("prefill_tps", "float", "metric", "prompt tokens / prefill s"),
-    Column("decode_ms", "float", "metric", "first to last token (ms)"),
-    Column("decode_tps", "float", "metric", "(generated - 1) / decode s"),
-    Column("e2e_ms", "float", "metric", "request to last token (ms)"),
-    Column("n_gen_tokens", "float", "metric", "tokens generated"),
-    Column("itl_p50_ms", "float", "metric", "median inter-token latency (ms)"),
-    Column("itl_p99_ms", "float", "metric", "p99 inter-token latency (ms)"),
-    Column("energy_per_token_j", "float", "metric", "decode energy per generated token (J), run-level"),
-    Column("vram_used_mib", "float", "metric", "max GPU memory used (MiB), run-level"),
-    Column("gpu_util_pct", "float", "metric", "mean GPU utilisation during decode (%), run-level"),
-    Column("power_w", "float", "metric", "mean GPU power during decode (W), run-level"),
-    Column("bandwidth_efficiency", "float", "metric", "decode tok/s / roofline ceiling, run-level"),
+    # metrics (per sample; run-level ones repeat on each sample of the run)
+    _metric("load_ms"),
+    Column("load_reused", "bool", "meta", "True when the run reused a model loaded by an earlier point "
+           "(its load_ms is then empty: the load belongs to the point that made it)"),
+    *(_metric(n) for n in METRIC_NAMES if n != "load_ms"),
     Column("throttled", "bool", "meta", "throttle reasons other than idle seen during the run"),
     Column("fan_reported", "bool", "meta", "False when the GPU did not report fan speed"),
     Column("gpu_shared", "bool", "meta", "another process used the sampled GPU"),
@@ -124,6 +127,7 @@ def rows_from_record(rec: dict, source_file: str) -> list[dict]:
         {g.get("name") for g in (prov.get("gpu") or {}).get("gpus") or () if g.get("name")})
     hardware = " | ".join(x for x in (host.get("cpu_model"), *gpu_names) if x) or None
     unsupported = tel.get("unsupported") or {}
+    load = rec.get("load") or {}
     base = empty_row() | {
         "source_format": "harness", "source_file": source_file, "run_id": rec.get("run_id"),
         "sweep": rec.get("sweep_name"), "job": rec.get("job_name"), "started_at": rec.get("started_at"),
@@ -141,7 +145,7 @@ def rows_from_record(rec: dict, source_file: str) -> list[dict]:
         "repeat_penalty": sp.get("repeat_penalty"), "workload": wl.get("name"),
         "n_prompt_tokens": (rec.get("prompt") or {}).get("n_tokens"), "max_tokens": wl.get("max_tokens"),
         "effective_id": eff.get("effective_id"),
-        "load_ms": (rec.get("load") or {}).get("load_ms"), "load_reused": (rec.get("load") or {}).get("reused"),
+        "load_ms": None if load.get("reused") is True else load.get("load_ms"), "load_reused": load.get("reused"),
         "energy_per_token_j": decode.get("energy_per_token_j"),
         "vram_used_mib": decode.get("vram_used_mib_max"), "gpu_util_pct": decode.get("gpu_util_pct_mean"),
         "power_w": decode.get("power_w_mean"),
