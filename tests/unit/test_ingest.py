@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.analysis import detect
 from harness.analysis import ingest as ingest_mod
 from harness.analysis import table
 from harness.analysis.ingest import FileReport, IngestResult, ingest
@@ -257,7 +258,7 @@ def test_llama_bench_files_go_to_the_llamabench_reader(root, monkeypatch):
     fake.rows = lambda text, fmt, source_file: calls.append((fmt, source_file)) or [
         table.empty_row() | {"source_format": fmt, "source_file": source_file, "decode_tps": 123.0},
         table.empty_row() | {"source_format": fmt, "source_file": source_file, "decode_tps": 0.0}]
-    monkeypatch.setitem(sys.modules, "harness.analysis.formats.llamabench", fake)
+    monkeypatch.setattr(detect, "llamabench", fake)
     (root / "lb.csv").write_text("build_commit,n_prompt,n_gen,avg_ts\nabc,512,0,123.0\n")
     res = ingest([root])
     assert calls == [("llama-bench-csv", "lb.csv")]

@@ -14,6 +14,7 @@ import pytest
 
 from harness.analysis import table
 from harness.analysis.formats import llamabench as lb
+from harness.analysis.formats import llamabench_sql
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GOLD = DATA / "llama_bench"
@@ -234,14 +235,14 @@ def test_sql_cannot_attach_or_write_files(tmp_path, stmt):
 
 
 def test_sql_step_budget_stops_work(monkeypatch):
-    monkeypatch.setattr(lb, "SQL_STEPS_BASE", 0)
-    monkeypatch.setattr(lb, "SQL_STEPS_PER_CHAR", 0)
+    monkeypatch.setattr(llamabench_sql, "SQL_STEPS_BASE", 0)
+    monkeypatch.setattr(llamabench_sql, "SQL_STEPS_PER_CHAR", 0)
     with pytest.raises(ValueError, match="step budget"):
         read("llama-bench-sql")
 
 
 def test_sql_size_limit(monkeypatch):
-    monkeypatch.setattr(lb, "MAX_SQL_CHARS", 1000)
+    monkeypatch.setattr(llamabench_sql, "MAX_SQL_CHARS", 1000)
     with pytest.raises(ValueError, match="limit"):
         read("llama-bench-sql")
 

@@ -1,0 +1,183 @@
+"""Rows of the foreign formats other than llama-bench (that one is `formats.llamabench`): the CSVs
+and API responses of Ollama-style tools, and pytest-benchmark's saved JSON, mapped to the columns
+of the tidy sample table in our metric names and units (seconds and nanoseconds become ms).
+
+Values are taken as the file states them; `normalise` then decides what is data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+from collections import Counter
+from typing import Any
+
+from . import table
+
+PROMPT_LABEL_CHARS = 80
+#: The keys every timed Ollama API response has.
+OLLAMA_API_KEYS = frozenset({"total_duration", "eval_count", "eval_duration"})
+#: Header -> source_format of the CSVs Ollama-style benchmark scripts write.
+OLLAMA_CSV = {
+    ("prompt", "ttft_s", "tokens_s", "load_s", "prompt_eval_s", "eval_s", "eval_count", "response_chars",
+     "error"): "ollama-calls",
+    ("num_gpu", "num_ctx", "temperature", "config_name", "ttft_s", "tokens_s", "load_s", "prompt_eval_s", "eval_s",
+     "eval_count", "error"): "ollama-config-calls",
+    ("config_name", "num_gpu", "num_ctx", "temperature", "mean_tokens_s", "mean_ttft_s", "mean_load_s"):
+        "ollama-summary",
+}
+_PARAM_ALIASES = {"num_gpu": "n_gpu_layers", "num_ctx": "n_ctx", "ngl": "n_gpu_layers"}
+
+
+def num(v: Any) -> float | None:
+    """A number, or None (empty, text, NaN, bool). Infinities are kept: `normalise` rejects them
+    with the reason, rather than letting them vanish as if the file had left them empty."""
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, str):
+        v = v.strip()
+        if not v:
+            return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def scaled(v: Any, factor: float) -> float | None:
+    """`v` times `factor` (a unit conversion), or None when `v` is not a number."""
+    x = num(v)
+    return None if x is None else x * factor
+
+
+def ratio(numerator: Any, denominator: Any, factor: float = 1.0) -> float | None:
+    """numerator / (denominator * factor), or None when either is missing or the denominator is 0."""
+    n, d = num(numerator), num(denominator)
+    return None if n is None or not d else n / (d * factor)
+
+
+def synthetic_id(rel: str, config: Any) -> str:
+    """A stable run id for a configuration of a foreign file (it has none of its own)."""
+    return hashlib.sha256(f"{rel}\0{config!r}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def label(prompt: str) -> str:
+    """A prompt as a one-line workload label of at most PROMPT_LABEL_CHARS characters."""
+    s = " ".join(prompt.split())
+    return s if len(s) <= PROMPT_LABEL_CHARS else s[: PROMPT_LABEL_CHARS - 1] + "…"
+
+
+def base_row(fmt: str, rel: str, **kw) -> dict:
+    """An empty tidy row of format `fmt` from file `rel`, with the columns `kw` set."""
+    row = table.empty_row()
+    row["source_format"], row["source_file"] = fmt, rel
+    row.update(kw)
+    return row
+
+
+def ollama_csv_rows(text: str, fmt: str, rel: str) -> tuple[list[dict], str | None]:
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip() for h in next(reader)]
+    out: list[dict] = []
+    reps: Counter = Counter()
+    malformed = 0
+    for fields in reader:
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            malformed += 1
+            continue
+        r = dict(zip(header, fields))
+        row = base_row(fmt, rel, engine="ollama", job="ollama")
+        if fmt == "ollama-calls":
+            key: Any = r["prompt"]
+            row["workload"] = label(r["prompt"])
+        else:
+            row.update(job=r["config_name"].strip() or None, n_gpu_layers=r["num_gpu"].strip() or None,
+                       n_ctx=num(r["num_ctx"]), temperature=num(r["temperature"]))
+            key = (r["config_name"].strip(), r["num_gpu"].strip(), r["num_ctx"].strip(), r["temperature"].strip())
+        row["run_id"] = synthetic_id(rel, key)
+        if fmt == "ollama-summary":
+            row.update(decode_tps=num(r["mean_tokens_s"]), ttft_ms=scaled(r["mean_ttft_s"], 1e3),
+                       load_ms=scaled(r["mean_load_s"], 1e3))
+        else:
+            row.update(rep=reps[row["run_id"]], ttft_ms=scaled(r["ttft_s"], 1e3), decode_tps=num(r["tokens_s"]),
+                       load_ms=scaled(r["load_s"], 1e3), prompt_eval_ms=scaled(r["prompt_eval_s"], 1e3),
+                       decode_ms=scaled(r["eval_s"], 1e3), n_gen_tokens=num(r["eval_count"]), error=r["error"])
+            reps[row["run_id"]] += 1
+        out.append(row)
+    notes = []
+    if fmt == "ollama-summary":
+        notes.append("pre-averaged values (one mean per config, not samples; rep is empty)")
+    if malformed:
+        notes.append(f"{malformed} malformed rows dropped (wrong number of fields)")
+    return out, "; ".join(notes) or None
+
+
+def ollama_api_rows(objs: list, rel: str) -> tuple[list[dict], str | None]:
+    out: list[dict] = []
+    reps: Counter = Counter()
+    chunks = 0
+    for o in objs:
+        if not isinstance(o, dict):
+            continue
+        if not (OLLAMA_API_KEYS & o.keys()) and not o.get("error"):
+            chunks += 1  # a streamed partial response: its timings are in the final object
+            continue
+        model = o.get("model") if isinstance(o.get("model"), str) else None
+        load_ms = scaled(o.get("load_duration"), 1e-6)
+        total_ms = scaled(o.get("total_duration"), 1e-6)
+        row = base_row("ollama-api", rel, engine="ollama", job="ollama", model=model,
+                    run_id=synthetic_id(rel, model), started_at=o.get("created_at"),
+                    load_ms=load_ms, prompt_eval_ms=scaled(o.get("prompt_eval_duration"), 1e-6),
+                    n_prompt_tokens=num(o.get("prompt_eval_count")), n_gen_tokens=num(o.get("eval_count")),
+                    decode_ms=scaled(o.get("eval_duration"), 1e-6),
+                    decode_tps=ratio(o.get("eval_count"), o.get("eval_duration"), 1e-9),
+                    prefill_tps=ratio(o.get("prompt_eval_count"), o.get("prompt_eval_duration"), 1e-9),
+                    e2e_ms=None if total_ms is None else total_ms - (load_ms or 0.0),
+                    error=o.get("error"))
+        row["rep"] = reps[row["run_id"]]
+        reps[row["run_id"]] += 1
+        out.append(row)
+    return out, (f"{chunks} streamed partial responses without timings ignored" if chunks else None)
+
+
+def pytest_benchmark_rows(doc: dict, rel: str) -> tuple[list[dict], str | None]:
+    mi = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
+    cpu = mi.get("cpu") if isinstance(mi.get("cpu"), dict) else {}
+    brand = cpu.get("brand_raw") or cpu.get("brand") or mi.get("processor") or None
+    node = mi.get("node") or None
+    hardware = f"{brand} @ {node}" if brand and node else (brand or node)
+    out: list[dict] = []
+    averaged = 0
+    for b in doc["benchmarks"]:
+        if not isinstance(b, dict):
+            continue
+        name = b.get("name") or b.get("fullname")
+        extra = b.get("extra_info") if isinstance(b.get("extra_info"), dict) else {}
+        stats = b.get("stats") if isinstance(b.get("stats"), dict) else {}
+        base = base_row("pytest-benchmark", rel, job=name, run_id=synthetic_id(rel, b.get("fullname") or name),
+                     hardware=hardware, started_at=doc.get("datetime"),
+                     engine=extra.get("engine") if isinstance(extra.get("engine"), str) else None)
+        for src in (b.get("params") if isinstance(b.get("params"), dict) else {}, extra):
+            for k, v in src.items():
+                col = _PARAM_ALIASES.get(k, k)
+                if col == "n_gpu_layers" and v is not None:
+                    base[col] = str(v)
+                elif col in table.PARAMS or col == "model":
+                    base[col] = v
+        for m in table.METRICS:
+            if m in extra:
+                base[m] = num(extra[m])
+        data = stats.get("data")
+        if isinstance(data, list) and data:
+            out.extend(base | {"rep": i, "e2e_ms": scaled(v, 1e3)} for i, v in enumerate(data))
+        else:
+            averaged += 1
+            out.append(base | {"e2e_ms": scaled(stats.get("mean"), 1e3)})
+    note = (f"{averaged} benchmarks without stats.data: one pre-averaged row each (stats.mean)"
+            if averaged else None)
+    return out, note
