@@ -8,13 +8,18 @@ before anything is analysed or loaded: a bad one is one line on stderr and exit 
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
 
+from ..config import NARRATIVE_MODES, ConfigError  # one list of modes for harness run and harness report
+from ..report import pipeline
+from ..report.console import analyze_or_explain
+from .narrative import prepare, run_agent
+
 _OVERRIDE = re.compile(r"^[+~]?[A-Za-z_][\w.\-/@]*=")
 NARRATIVE_KEY = "report.narrative"
-from ..config import NARRATIVE_MODES  # noqa: E402  (one list for harness run and harness report)
 
 
 def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
@@ -28,8 +33,6 @@ def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
 def narrative_mode(args: list[str], overrides: list[str]) -> tuple[str, list[str], list[str]]:
     """report.narrative=MODE or --narrative MODE (default none): (mode, args, overrides) with the
     setting removed. Raises ConfigError for an unknown mode."""
-    from ..config import ConfigError
-
     mode, out_args, out_over = "none", [], []
     it = iter(args)
     for a in it:
@@ -56,10 +59,6 @@ def cmd_agent(args: list[str]) -> int:
 
 def run(args: list[str], overrides: list[str], *, prog: str) -> int:
     """Analyse PATH..., run the agent, write the report with its narrative section."""
-    import argparse
-
-    from ..config import ConfigError
-
     p = argparse.ArgumentParser(prog=f"harness {prog}", description=(
         "Analyse PATH..., have the local model write the narrative from the computed facts (fact-checked), "
         "and write report.md, report.html and figures/. key=value arguments are config overrides "
@@ -69,24 +68,30 @@ def run(args: list[str], overrides: list[str], *, prog: str) -> int:
     p.add_argument("--max-file-mb", type=float, default=200.0,
                    help="skip files larger than this (MiB), with a reason (default 200)")
     a = p.parse_args(args)
-    from .narrative import prepare
-
+    out = a.out or (a.paths[0] / "report" if a.paths[0].is_dir() else Path("report"))
+    why = pipeline.out_problem(out, "folder")
+    if why:
+        print(f"error: --out {out}: {why}", file=sys.stderr)
+        return 2
     try:
         setup = prepare(overrides)  # before the analysis and before any load
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from ..analysis_cli import _analyze, write_tables
-
-    an = _analyze(a.paths, a.max_file_mb)
+    an = analyze_or_explain(a.paths, a.max_file_mb)
     if an is None:
         return 1
-    out = a.out or (a.paths[0] / "report" if a.paths[0].is_dir() else Path("report"))
-    write_tables(an, out.parent / "analysis" if out.name == "report" else out / "analysis")
+    try:
+        pipeline.write_tables(an, pipeline.analysis_dir(out))
+    except OSError as e:
+        print(pipeline.cannot_write(e), file=sys.stderr)
+        return 1
     result = narrate(an, out, setup)
-    from ..report.build import write
-
-    paths = write(an, out, narrative=result)
+    try:
+        paths = pipeline.write_report(an, out, narrative=result)
+    except OSError as e:
+        print(pipeline.cannot_write(e), file=sys.stderr)
+        return 1
     print(f"report: {paths['markdown']}")
     print(f"report: {paths['html']}")
     return summarize(result)
@@ -94,8 +99,7 @@ def run(args: list[str], overrides: list[str], *, prog: str) -> int:
 
 def narrate(an, out: Path, setup):
     """Run the agent for the report in `out` (its run goes to out/agent), the model unloaded after."""
-    from .. import engine
-    from .narrative import run_agent
+    from .. import engine  # loads llama_cpp: only when the agent runs
 
     try:
         return run_agent(an, setup.overrides, out / "agent", setup=setup)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+from ..analysis.pipeline import shown_params
+from ..report.format import interval, num, param, value
 from .factcheck import Fact
 
 # (configurations column, header, unit for the fact check, metric for ratios)
@@ -95,19 +97,15 @@ class FactSheet:
 
 def fmt(v, unit: str | None = None) -> str:
     """A value as shown to the model (the report's number format; fractions as percentages)."""
-    from ..report.build import _num
-
     if unit == "fraction":
         return f"{v * 100:.1f}"
     if isinstance(v, str):
         return v.replace("|", "/").replace("\n", " ")  # one table cell
-    return _num(float(v)) if isinstance(v, float) else _num(v)
+    return num(float(v)) if isinstance(v, float) else num(v)
 
 
 def _v(row: dict, key: str):
-    from ..report.build import _val
-
-    return _val(row, key)
+    return value(row, key)
 
 
 def _param_facts(row: dict, params: list[str], label: str) -> tuple[str, list[Fact]]:
@@ -116,7 +114,7 @@ def _param_facts(row: dict, params: list[str], label: str) -> tuple[str, list[Fa
         v = _v(row, p)
         if v is None:
             continue
-        parts.append(f"{p}={fmt(v)}")
+        parts.append(f"{p}={fmt(v) if isinstance(v, str) else param(v)}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             facts.append(Fact(f"{label} {p}", float(v), None, p))
     return ", ".join(parts) or "default configuration", facts
@@ -124,8 +122,6 @@ def _param_facts(row: dict, params: list[str], label: str) -> tuple[str, list[Fa
 
 def build_facts(an) -> FactSheet:
     """The fact sheet of an analysis."""
-    from ..report.build import shown_params
-
     configs = an.configs
     params = shown_params(an)
     records = configs.to_dict("records")
@@ -158,7 +154,7 @@ def build_facts(an) -> FactSheet:
                                 SUMMARY_PRIORITY.get(f"best {metric}", SUMMARY_PRIORITY["best other"])))
             detail, facts = [], []
             if lo is not None and hi is not None:
-                detail.append(f"95% CI {fmt(lo)}-{fmt(hi)} {unit or ''}".rstrip())
+                detail.append(f"95% CI {interval(lo, hi, None)} {unit or ''}".rstrip())
                 facts += [Fact(f"{label} CI low", float(lo), unit, metric),
                           Fact(f"{label} CI high", float(hi), unit, metric), Fact("confidence level", 95.0, "%")]
             if _v(row, "clear") not in (None, True):
@@ -196,7 +192,7 @@ def build_facts(an) -> FactSheet:
             cells.append(names[r.get("hardware_group")])
         for p in params:
             v = _v(r, p)
-            cells.append(fmt(v) if v is not None else "-")
+            cells.append("-" if v is None else fmt(v) if isinstance(v, str) else param(v))
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 facts.append(Fact(f"config {i} {p}", float(v), None, p))
         n = _v(r, "n_samples")

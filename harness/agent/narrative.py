@@ -20,6 +20,7 @@ from typing import Sequence
 
 from ..config import ConfigError
 from .factcheck import CheckResult, check, mark
+from .facts import build_facts, fit
 
 AGENT_GROUP = "+agent=default"
 _AGENT_KEYS = ("max_tokens", "min_rows", "system", "task", "response_prefix")
@@ -182,8 +183,6 @@ def fit_facts(analysis, setup: AgentSetup, lm, sheet=None) -> FittedFacts:
     """The fact sheet of `analysis` fitted to the loaded model's context less agent.max_tokens,
     counted with its tokenizer (see facts.fit for what is dropped first). Raises PromptTooLong when
     not even the minimal sheet (the headline lines and agent.min_rows rows, at least one) fits."""
-    from .facts import build_facts, fit
-
     ag = setup.agent
     sheet = build_facts(analysis) if sheet is None else sheet
     budget = lm.n_ctx - ag.max_tokens
@@ -211,7 +210,6 @@ def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str =
     `device_lock`: the lock record of devices the caller already holds (measure_once takes them
     otherwise)."""
     from .. import store
-    from .facts import build_facts
     from .measure import measure_once
 
     setup = setup or prepare(cfg_overrides)

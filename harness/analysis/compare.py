@@ -24,28 +24,25 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .. import registry
+from ..report.format import interval, param
 from . import table
 from .best import plain
 from .effects import constant_permutation_p, holm
-from .stats import RUN_LEVEL_METRICS, group_label, metric_units, natural_key, ok_mask, varying_params
+from .stats import (RUN_LEVEL_METRICS, group_label, metric_units, natural_key, non_negative, ok_mask,
+                    varying_params)
 
-DEFAULT_METRICS = ("decode_tps", "ttft_ms", "prefill_tps", "e2e_ms", "energy_per_token_j")
+DEFAULT_METRICS = registry.COMPARE_METRICS
 MIN_EFFECT = 0.01
 BOOT_RESAMPLES = 2000
 SEED = 20240601
-HIGHER_IS_BETTER = frozenset({"decode_tps", "prefill_tps", "e2e_tps", "decode_tps_weighted",
-                              "bandwidth_efficiency"})
-_LOWER_SUFFIXES = ("_ms", "_j", "_mib", "_w")
 _NOT_MATCHED = ("effective_id", "n_gpu_layers_effective", "n_ctx_effective")
 
 
 def better_when(metric: str) -> str | None:
-    """"higher", "lower", or None when the metric has no better direction (e.g. gpu_util_pct)."""
-    if metric in HIGHER_IS_BETTER:
-        return "higher"
-    if metric.endswith(_LOWER_SUFFIXES):
-        return "lower"
-    return None
+    """"higher", "lower", or None when the metric has no better direction (e.g. gpu_util_pct), as
+    the metric registry says."""
+    return registry.better(metric)
 
 
 @dataclass(frozen=True)
@@ -68,12 +65,15 @@ class CompareResult:
     unmatched_a, unmatched_b: configurations found on one side only, as dicts: config, label,
       model, group, n_samples (ok), n_failed.
     params: the parameters matched on (besides model).
+    n_matched: configuration pairs (A group, B group) found on both sides, whether or not a metric
+      had data on both (0: A and B have no configuration in common, nothing was compared).
     """
 
     rows: list[dict]
     unmatched_a: list[dict] = field(default_factory=list)
     unmatched_b: list[dict] = field(default_factory=list)
     params: tuple[str, ...] = ()
+    n_matched: int = 0
 
     def __iter__(self):
         return iter(self.rows)
@@ -139,6 +139,8 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alp
                                st["mean"].to_numpy()[ub], st["std"].to_numpy()[ub], nb)
             if ci == "bootstrap":
                 res["lo"], res["hi"] = _bootstrap(raw, m, ua, ub, seed)
+            if non_negative(m):  # a ratio of quantities that cannot be negative cannot be either
+                res["lo"] = np.maximum(res["lo"], 0.0)
             for i in range(len(pairs)):
                 if na[i] == 0 or nb[i] == 0:
                     continue
@@ -155,7 +157,7 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alp
     rows.sort(key=lambda r: (r["group_a"], r["group_b"], r["model"] or "",
                              [natural_key(r["config"][p]) for p in params], order[r["metric"]]))
     return CompareResult(rows=rows, unmatched_a=unmatched["a"], unmatched_b=unmatched["b"],
-                         params=tuple(params))
+                         params=tuple(params), n_matched=len(pairs))
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ class Check:
         if not ((self.sign == "-" and change < -self.limit) or (self.sign == "+" and change > self.limit)):
             return None
         lo, hi = row.get("ratio_ci95_low"), row.get("ratio_ci95_high")
-        ci_txt = f"95% CI {lo:.3f}-{hi:.3f}" if _finite(lo) and _finite(hi) else "95% CI unknown"
+        ci_txt = f"95% CI {interval(lo, hi, '.3f')}"
         return (f"{self.metric} {abs(change):.1%} {'lower' if change < 0 else 'higher'} in B than A "
                 f"({row['mean_b']:.4g} vs {row['mean_a']:.4g}, ratio {ratio:.3f}, {ci_txt}, "
                 f"p={row['p_value']:.2g}) for {row.get('label')} [{row.get('group_b')}]: "
@@ -229,12 +231,8 @@ def regressions(comparisons, checks) -> list[str]:
 
 # --- internals ----------------------------------------------------------------------------------
 
-def _finite(x) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
-
-
 def _label(params: list[str], values) -> str:
-    parts = [f"{p}={plain(v)}" for p, v in zip(params, values) if plain(v) is not None]
+    parts = [f"{p}={param(plain(v))}" for p, v in zip(params, values) if plain(v) is not None]
     return ", ".join(parts) or "all samples"
 
 

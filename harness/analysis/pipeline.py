@@ -53,3 +53,21 @@ def analyze(paths: list[str | Path], *, max_file_bytes: int = 200 * 2**20) -> An
     return Analysis(roots=[Path(p) for p in paths], ingest=result, samples=df, ok=ok, configs=configs,
                     varying=varying, effects=comparisons, effect_summary=summary, best=best, pareto=front,
                     timings={"ingest_s": t1 - t0, "analysis_s": t2 - t1})
+
+
+def shown_params(an: Analysis) -> list[str]:
+    """The swept parameters worth showing: an `_effective` twin only where it differs from the
+    request somewhere (n_ctx_effective is hidden when it always equals n_ctx)."""
+    import pandas as pd
+
+    cols = [p for p in an.varying if p in an.configs.columns]
+    out = []
+    for p in cols:
+        base = p[: -len("_effective")] if p.endswith("_effective") else None
+        if base in cols:
+            a, b = an.configs[base], an.configs[p]
+            same = (a.astype(str) == b.astype(str)) | (pd.to_numeric(a, errors="coerce") == pd.to_numeric(b, errors="coerce"))
+            if same.all():
+                continue
+        out.append(p)
+    return out

@@ -12,7 +12,11 @@ reading do not pass for five measurements.
 
 The statistics are those of :func:`harness.metrics.summarize` (sample std, CV = std / mean, 95%
 t-interval of the mean, none of them for n < 2), computed with one pandas groupby instead of one
-call per configuration: a table of 10,000 runs must summarise in well under a second.
+call per configuration: a table of 10,000 runs must summarise in well under a second. One
+difference: the interval of a quantity that cannot be negative (times, rates, energies, counts,
+percentages: `non_negative`) is clipped at zero. The t-interval only reaches below zero when a few
+samples are very spread out (n = 3 with a CV above ~40%); no interval method is informative there,
+the configuration is flagged noisy, and a negative bound for a time would only mislead.
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .. import registry
 from . import table
 
 #: Metrics measured once per run (see their docs in table.COLUMNS); analysed with the run as unit.
-RUN_LEVEL_METRICS = ("load_ms", "energy_per_token_j", "vram_used_mib", "gpu_util_pct", "power_w",
-                     "bandwidth_efficiency")
+RUN_LEVEL_METRICS = registry.RUN_LEVEL_METRICS
 #: A configuration is noisy when the CV of one of these exceeds NOISE_CV, or it has < MIN_SAMPLES.
-NOISE_METRICS = ("decode_tps", "ttft_ms")
+NOISE_METRICS = registry.NOISE_METRICS
 NOISE_CV = 0.05
 MIN_SAMPLES = 3
 #: The statistics columns written for each metric, as ``<metric>_<stat>``.
@@ -38,6 +42,24 @@ STAT_FIELDS = ("n", "mean", "median", "std", "cv", "ci95_low", "ci95_high", "min
 EFFECTIVE_OF = {"n_gpu_layers": "n_gpu_layers_effective", "n_ctx": "n_ctx_effective"}
 # effective_id is the identity of a configuration, not a parameter one varies.
 _NOT_VARIED = ("effective_id",)
+
+
+def non_negative(metric: str) -> bool:
+    """True when `metric` (or a statistic column of it, decode_tps_mean) is a quantity that cannot
+    be negative, so neither can a bound of its confidence interval. The metric registry decides;
+    a name it does not know is judged by its unit suffix."""
+    base = registry.base_metric(metric)
+    if base is not None:
+        return registry.BY_NAME[base].non_negative
+    return metric.endswith(("_ms", "_s", "_ns", "_tps", "_j", "_w", "_pct", "_mib", "_tokens"))
+
+
+def clip_interval(metric: str, low, high):
+    """(low, high) of a 95% CI of `metric`, the lower bound clipped at 0 for a non-negative one
+    (arrays or scalars; NaN stays NaN)."""
+    if non_negative(metric):
+        low = np.maximum(low, 0.0) if not isinstance(low, pd.Series) else low.clip(lower=0.0)
+    return low, high
 
 
 def ok_mask(df: pd.DataFrame) -> pd.Series:
@@ -126,8 +148,7 @@ def summary_frame(values: pd.DataFrame, by: pd.Series | np.ndarray) -> pd.DataFr
         out[f"{c}_median"] = agg[(c, "median")]
         out[f"{c}_std"] = std
         out[f"{c}_cv"] = cv
-        out[f"{c}_ci95_low"] = mean - half
-        out[f"{c}_ci95_high"] = mean + half
+        out[f"{c}_ci95_low"], out[f"{c}_ci95_high"] = clip_interval(c, mean - half, mean + half)
         out[f"{c}_min"] = agg[(c, "min")]
         out[f"{c}_max"] = agg[(c, "max")]
     return pd.DataFrame(out, index=agg.index)

@@ -11,8 +11,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import figures
+from ..agent.narrative import WORKFLOW_METRICS
+from ..analysis.pipeline import shown_params
+from ..analysis.table import COLUMNS
+from ..store import atomic_write_text
+from . import figures, html, markdown
 from .document import Bullets, Document, Figure, Narrative, Paragraph, Table
+from .format import ci, num, param, plural, value
 
 HEADLINE_METRICS = ("decode_tps", "ttft_ms", "prefill_tps", "energy_per_token_j", "vram_used_mib", "itl_p99_ms")
 UNITS = {"decode_tps": "tok/s", "ttft_ms": "ms", "prefill_tps": "tok/s", "energy_per_token_j": "J/token",
@@ -20,37 +25,8 @@ UNITS = {"decode_tps": "tok/s", "ttft_ms": "ms", "prefill_tps": "tok/s", "energy
 SAMPLING_PARAMS = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty"}
 
 
-def _num(v, digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    if isinstance(v, float):
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        return f"{v:.{digits}f}" if abs(v) >= 1 or v == 0 else f"{v:.3g}"
-    return str(v)
-
-
-def _val(row, key):
-    v = row.get(key) if isinstance(row, dict) else getattr(row, key, None)
-    try:
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-    except TypeError:
-        return v
-
-
-def _ci(row, metric: str) -> str:
-    mean, lo, hi = (_val(row, f"{metric}_{s}") for s in ("mean", "ci95_low", "ci95_high"))
-    if mean is None:
-        return "-"
-    if lo is None or hi is None:
-        return _num(mean)
-    return f"{_num(mean)} ({_num(lo)}-{_num(hi)})"
-
-
 def _config_label(row, varying: list[str]) -> str:
-    parts = [f"{p}={_num(_val(row, p))}" for p in varying if _val(row, p) is not None]
+    parts = [f"{p}={param(value(row, p))}" for p in varying if value(row, p) is not None]
     return ", ".join(parts) or "default configuration"
 
 
@@ -69,7 +45,7 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     metrics = [m for m in HEADLINE_METRICS if _present(configs, m)]
     n_ok, n_failed = len(an.ok), int((an.samples["status"] == "failed").sum())
     doc = Document(title="Benchmark report",
-                   subtitle=f"{len(configs)} configurations, {n_ok} samples ({n_failed} failed) from "
+                   subtitle=f"{plural(len(configs), 'configuration')}, {plural(n_ok, 'sample')} ({n_failed} failed) from "
                             f"{', '.join(str(r) for r in an.roots)}; generated "
                             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     findings = _findings(an, varying)
@@ -79,8 +55,10 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     s = doc.section("Executive summary")
     for line in _headlines(an, varying):
         s.add(Paragraph(line, strong=True))
-    s.add(Paragraph(f"{len(configs)} configurations were measured with {n_ok} samples in total"
-                    + (f"; {n_failed} samples failed and are counted, not averaged." if n_failed else ".")))
+    s.add(Paragraph(f"{plural(len(configs), 'configuration')} {'was' if len(configs) == 1 else 'were'} measured "
+                    f"with {plural(n_ok, 'sample')} in total"
+                    + (f"; {plural(n_failed, 'sample')} failed and {'is' if n_failed == 1 else 'are'} counted, "
+                       "not averaged." if n_failed else ".")))
     if varying:
         s.add(Paragraph("Swept parameters: " + ", ".join(varying) + "."))
     if narrative is not None:
@@ -100,7 +78,7 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     env_cols = [c for c in ("hardware", "engine", "model", "model_sha256") if c in an.samples]
     env = an.samples.groupby(env_cols, dropna=False).size().reset_index(name="samples")
     s.add(Table(tuple(env_cols) + ("samples",),
-                tuple(tuple(_num(v) if not isinstance(v, str) else (v[:16] if c == "model_sha256" else v)
+                tuple(tuple(num(v) if not isinstance(v, str) else (v[:16] if c == "model_sha256" else v)
                             for c, v in zip(env_cols + ["samples"], row)) for row in env.itertuples(index=False))))
     if len(env) > 1:
         s.add(Paragraph("Samples from different hardware, model files or engine builds are analysed separately, "
@@ -112,16 +90,16 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     headers = ("#",) + tuple(varying) + ("n",) + tuple(f"{m} ({UNITS.get(m, '')}) mean (95% CI)" for m in shown) + ("CV decode",)
     rows = []
     for i, row in enumerate(configs.to_dict("records"), 1):
-        rows.append((str(i),) + tuple(_num(_val(row, p)) for p in varying) + (_num(_val(row, "n_samples")),)
-                    + tuple(_ci(row, m) for m in shown)
-                    + (f"{_val(row, 'decode_tps_cv'):.1%}" if _val(row, "decode_tps_cv") is not None else "-",))
+        rows.append((str(i),) + tuple(param(value(row, p)) for p in varying) + (num(value(row, "n_samples")),)
+                    + tuple(ci(row, m) for m in shown)
+                    + (f"{value(row, 'decode_tps_cv'):.1%}" if value(row, "decode_tps_cv") is not None else "-",))
     s.add(Table(headers, tuple(rows), caption="Configurations (only parameters that vary are shown)"))
     front = an.pareto
     if front is not None and len(front) and len(configs) > 1:
         objectives = str(front["pareto_objectives"].iloc[0]) if "pareto_objectives" in front else ""
         s.add(Table(tuple(varying) + ("decode tok/s", "TTFT ms", "VRAM MiB"), tuple(
-            tuple(_num(_val(r, p)) for p in varying) + (_num(_val(r, "decode_tps_mean")), _num(_val(r, "ttft_ms_mean")),
-                                                       _num(_val(r, "vram_used_mib_mean")))
+            tuple(param(value(r, p)) for p in varying) + (num(value(r, "decode_tps_mean")), num(value(r, "ttft_ms_mean")),
+                                                       num(value(r, "vram_used_mib_mean")))
             for r in front.to_dict("records")),
             caption=f"Pareto front: configurations no other beats on every objective ({objectives})"))
     for path, caption in figs:
@@ -148,8 +126,6 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     ) + (_agent_rows(narrative) if narrative is not None else ())))
 
     # 9. Glossary.
-    from ..analysis.table import COLUMNS
-
     doc.section("Metrics glossary").add(Table(("metric", "meaning"), tuple(
         (c.name, c.doc) for c in COLUMNS if c.kind == "metric" and c.doc)))
     return doc, tim
@@ -165,13 +141,14 @@ def _narrative_section(doc: Document, nar) -> None:
         return
     c = nar.check
     s.add(Paragraph(f"{c.header()}", strong=True))
-    rows = (f"{nar.rows_given} of {nar.rows_total} configuration rows" if nar.rows_given < nar.rows_total
-            else f"all {nar.rows_total} configuration rows")
+    rows = (f"{nar.rows_given} of {plural(nar.rows_total, 'configuration row')}" if nar.rows_given < nar.rows_total
+            else _all(nar.rows_total, "configuration row"))
     f = getattr(nar, "fitted", None)
     if f is not None and f.summary < f.summary_total:
-        lines = f"{f.summary} of {f.summary_total} summary lines (the least important dropped to fit the context)"
+        lines = (f"{f.summary} of {plural(f.summary_total, 'summary line')} (the least important dropped to fit "
+                 "the context)")
     else:
-        lines = f"all {f.summary_total} summary lines" if f is not None else "the summary lines"
+        lines = _all(f.summary_total, "summary line") if f is not None else "the summary lines"
     s.add(Paragraph(f"Written by the local model {nar.model} from the computed facts ({rows}; {lines}). "
                     f"Every number in it was matched against those facts, allowing for rounding and "
                     f"unit conversions; numbers marked [unverified] are not among them. The executive summary's "
@@ -182,15 +159,17 @@ def _narrative_section(doc: Document, nar) -> None:
     s.add(Narrative(nar.text, tuple((f.start, f.end) for f in c.unverified)))
 
 
+def _all(n: int, what: str) -> str:
+    return f"all {plural(n, what)}" if n != 1 else f"its only {what}"
+
+
 def _agent_rows(nar) -> tuple[tuple[str, str], ...]:
     """The agent's run in the workflow summary: it is a benchmark run like the others."""
-    from ..agent.narrative import WORKFLOW_METRICS
-
     m = nar.metrics or {}
     rows = []
     for key, label, unit in WORKFLOW_METRICS:
         v = m.get(key)
-        text = "-" if v is None else (f"{_num(float(v))} {unit}".strip() if key != "n_gen_tokens" else str(int(v)))
+        text = "-" if v is None else (f"{num(float(v))} {unit}".strip() if key != "n_gen_tokens" else str(int(v)))
         if key == "prompt_eval_ms" and v is not None and m.get("n_prompt_tokens"):
             text += f" ({m['n_prompt_tokens']} prompt tokens)"
         if key == "load_ms" and m.get("load_reused"):
@@ -199,27 +178,6 @@ def _agent_rows(nar) -> tuple[tuple[str, str], ...]:
     if nar.check is not None:
         rows.append((f"narrative ({nar.model}): fact check", nar.check.header()))
     return tuple(rows)
-
-
-def shown_params(an) -> list[str]:
-    """Swept parameters worth showing: an `_effective` twin only where it differs from the request."""
-    cols = [p for p in an.varying if p in an.configs.columns]
-    out = []
-    for p in cols:
-        base = p[: -len("_effective")] if p.endswith("_effective") else None
-        if base in cols:
-            same = (an.configs[base].astype(str) == an.configs[p].astype(str)) | (
-                _as_float(an.configs[base]) == _as_float(an.configs[p]))
-            if same.all():
-                continue
-        out.append(p)
-    return out
-
-
-def _as_float(col):
-    import pandas as pd
-
-    return pd.to_numeric(col, errors="coerce")
 
 
 def _flat_counts(summ: dict) -> list[tuple[str, object]]:
@@ -238,8 +196,8 @@ def _headlines(an, varying) -> list[str]:
         prefix = f"[{group}] " if len(an.best) > 1 else ""
         for objective, row in objectives.items():
             metric = objective.split(" ", 1)[1] if " " in objective else objective
-            clear = "" if _val(row, "clear") in (None, True) else " (not distinguishable from the runner-up)"
-            out.append(f"{prefix}Best {figures.LABELS.get(metric, metric)}: {_ci(row, metric)} {UNITS.get(metric, '')} "
+            clear = "" if value(row, "clear") in (None, True) else " (not distinguishable from the runner-up)"
+            out.append(f"{prefix}Best {figures.LABELS.get(metric, metric)}: {ci(row, metric)} {UNITS.get(metric, '')} "
                        f"with {_config_label(row, varying)}{clear}")
     return out
 
@@ -270,21 +228,22 @@ def _findings(an, varying) -> dict:
     merged = []
     if "requested_n_gpu_layers" in an.configs:
         for row in an.configs.to_dict("records"):
-            req = _val(row, "requested_n_gpu_layers")
-            key = (req, _val(row, "n_gpu_layers_effective"), _val(row, "hardware_group"))
+            req = value(row, "requested_n_gpu_layers")
+            key = (req, value(row, "n_gpu_layers_effective"), value(row, "hardware_group"))
             if isinstance(req, str) and "," in req and key not in merged:
                 merged.append(key)
                 where = f" on {key[2]}" if an.configs["hardware_group"].nunique() > 1 else ""
                 statements.append(f"n_gpu_layers {req.replace(',', ', ')} are the same configuration{where} "
-                                  f"({_num(key[1])} layers offloaded): their points are pooled as one.")
+                                  f"({num(key[1])} layers offloaded): their points are pooled as one.")
     noisy = an.configs[an.configs["noisy"]] if "noisy" in an.configs else an.configs.iloc[0:0]
     if len(noisy):
-        statements.append(f"{len(noisy)} of {len(an.configs)} configurations are noisy (CV > 5% or fewer "
-                          f"than 3 samples): their differences need more repetitions to be trusted.")
+        statements.append(f"{len(noisy)} of {plural(len(an.configs), 'configuration')} "
+                          f"{'is' if len(noisy) == 1 else 'are'} noisy (CV > 5% or fewer than 3 samples): "
+                          f"{'its' if len(noisy) == 1 else 'their'} differences need more repetitions to be trusted.")
     failed = an.samples[an.samples["status"] == "failed"]
     if len(failed):
         top = failed["error"].fillna("unknown").value_counts().head(3)
-        statements.append(f"{len(failed)} samples failed; most common: "
+        statements.append(f"{plural(len(failed), 'sample')} failed; most common: "
                           + "; ".join(f"{str(k)[:80]} (x{v})" for k, v in top.items()) + ".")
     return {"statements": statements, "no_effect": no_effect, "significant": significant, "merged": merged,
             "noisy": len(noisy)}
@@ -295,10 +254,10 @@ def _recommendations(an, varying, f) -> list[str]:
     for group, objectives in (an.best or {}).items():
         row = objectives.get("max decode_tps")
         if row is not None:
-            recs.append(f"For throughput use {_config_label(row, varying)} ({_ci(row, 'decode_tps')} tok/s).")
+            recs.append(f"For throughput use {_config_label(row, varying)} ({ci(row, 'decode_tps')} tok/s).")
         ttft = objectives.get("min ttft_ms")
         if ttft is not None and row is not None and _config_label(ttft, varying) != _config_label(row, varying):
-            recs.append(f"For responsiveness use {_config_label(ttft, varying)} (TTFT {_ci(ttft, 'ttft_ms')} ms); "
+            recs.append(f"For responsiveness use {_config_label(ttft, varying)} (TTFT {ci(ttft, 'ttft_ms')} ms); "
                         f"it is not the throughput optimum, so choose by workload.")
     for param, metric in f["no_effect"]:
         if metric != "decode_tps":
@@ -324,11 +283,11 @@ def _risks(an) -> list[tuple[str, str, str]]:
     ok = an.ok
     cv = an.configs.get("decode_tps_cv")
     if cv is not None and (cv > 0.05).any():
-        rows.append(("Noisy measurements", f"{int((cv > 0.05).sum())} configurations with decode CV > 5% "
+        rows.append(("Noisy measurements", f"{plural(int((cv > 0.05).sum()), 'configuration')} with decode CV > 5% "
                      f"(worst {cv.max():.1%})", "More repetitions; an idle machine; pin threads; compare with CIs, "
                      "not means"))
     if ok["throttled"].fillna(False).any():
-        rows.append(("GPU throttling", f"{int(ok['throttled'].fillna(False).sum())} samples ran while the GPU "
+        rows.append(("GPU throttling", f"{plural(int(ok['throttled'].fillna(False).sum()), 'sample')} ran while the GPU "
                      "reported throttle reasons", "Check cooling and power limits; compare only unthrottled runs"))
     if (ok["fan_reported"] == False).any():  # noqa: E712 (nullable boolean)
         rows.append(("Fan speed not reported", "the GPU answers NotSupported for fan speed (passively cooled)",
@@ -338,11 +297,11 @@ def _risks(an) -> list[tuple[str, str, str]]:
                      "Run exclusively; the numbers may be depressed"))
     counts = ok.groupby("run_id").size()
     if len(counts) and counts.min() < 3:
-        rows.append(("Few repetitions", f"{int((counts < 3).sum())} runs with fewer than 3 samples",
+        rows.append(("Few repetitions", f"{plural(int((counts < 3).sum()), 'run')} with fewer than 3 samples",
                      "Set bench.repetitions >= 3 (5 for decisions)"))
     failed = int((s["status"] == "failed").sum())
     if failed:
-        rows.append(("Failed samples", f"{failed} failed samples (see findings)", "Fix the cause and re-run: "
+        rows.append(("Failed samples", f"{failed} failed {'sample' if failed == 1 else 'samples'} (see findings)", "Fix the cause and re-run: "
                      "failed points are retried on resume"))
     if (s["source_format"] == "ollama-summary").any():
         rows.append(("Pre-averaged input", "some files hold means only", "No CIs or tests for those rows"))
@@ -399,9 +358,6 @@ def _timelines(an, fig_dir: Path, limit: int = 4) -> list[tuple[str, str]]:
 def write(an, out_dir: Path, narrative=None) -> dict:
     """Write report.md, report.html and figures/ under out_dir (with the narrative section when
     `narrative`, an agent.narrative.AgentResult, is given). Returns paths and timings."""
-    from . import html, markdown
-    from ..store import atomic_write_text
-
     import shutil
 
     t0 = time.perf_counter()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.stats import clip_interval
+
 PHASE_COLORS = {"load": "#8e8e93", "warmup": "#ffcc00", "prefill": "#ff9500", "decode": "#34c759",
                 "idle": "#d1d1d6", "other": "#f2f2f7"}
 LABELS = {"decode_tps": "decode tok/s", "ttft_ms": "TTFT (ms)", "prefill_tps": "prefill tok/s",
@@ -31,13 +33,25 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _ci(values: np.ndarray) -> tuple[float, float]:
+def _mean_ci(values: np.ndarray, metric: str) -> tuple[float, float, float]:
+    """(mean, error below, error above) for a 95% CI bar: the t-interval, clipped at zero for a
+    quantity that cannot be negative (as in the report's tables); no bar for n < 2 or a mean that
+    is not finite."""
     from scipy import stats
 
-    v = values[~np.isnan(values)]
+    v = values[np.isfinite(values)]
+    scale = float(np.abs(v).max()) if v.size else 0.0
+    if scale == 0.0:
+        return (0.0 if v.size else math.nan), 0.0, 0.0
+    u = v / scale  # within [-1, 1]: the sum and the squares cannot overflow on extreme data
+    mean = float(u.mean()) * scale
     if v.size < 2:
-        return float(v.mean()) if v.size else math.nan, 0.0
-    return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+        return mean, 0.0, 0.0
+    half = float(stats.t.ppf(0.975, v.size - 1)) * float(u.std(ddof=1)) / math.sqrt(v.size) * scale
+    if not (math.isfinite(mean) and math.isfinite(half)):
+        return mean, 0.0, 0.0
+    lo, _ = clip_interval(metric, mean - half, mean + half)
+    return mean, mean - float(lo), half
 
 
 def _order(levels):
@@ -60,9 +74,10 @@ def param_effect(ok, param: str, metrics: tuple[str, ...], path: Path) -> Path |
         part_all = data.dropna(subset=[metric])
         for hw, part in part_all.groupby(part_all["hardware"].fillna("unknown hardware"), sort=True):
             levels = _order(part[param].unique())
-            means, errs = zip(*(_ci(part.loc[part[param] == lv, metric].to_numpy(dtype=float)) for lv in levels))
+            means, below, above = zip(*(_mean_ci(part.loc[part[param] == lv, metric].to_numpy(dtype=float), metric)
+                                        for lv in levels))
             x = np.arange(len(levels))
-            ax.errorbar(x, means, yerr=errs, marker="o", capsize=4, label=str(hw)[:60])
+            ax.errorbar(x, means, yerr=[below, above], marker="o", capsize=4, label=str(hw)[:60])
             ax.set_xticks(x, [str(lv) for lv in levels])
         ax.set_xlabel(param)
         ax.set_ylabel(LABELS.get(metric, metric))
