@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .report.console import console
+
 
 def _model_configs() -> list[tuple[str, dict]]:
     from omegaconf import OmegaConf
@@ -39,30 +41,35 @@ def describe_model(name: str, raw: dict) -> dict:
 
 
 def cmd_models(args: list[str]) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     rows = [describe_model(n, raw) for n, raw in _model_configs()]
     t = Table(title="configured models (conf/model/)", title_justify="left")
     for c in ("model", "status", "file", "size MiB", "arch", "layers", "trained ctx", "quant"):
-        t.add_column(c)
+        t.add_column(c, overflow="fold" if c == "file" else "ellipsis")  # a long path wraps within the width
     for r in rows:
         if r["ok"]:
             t.add_row(r["name"], "[green]ok", r["path"], f"{r['size_mib']:.1f}", r["architecture"],
                       str(r["n_layers"]), str(r["n_ctx_train"]), str(r["quantization"]))
         else:
             t.add_row(r["name"], "[red]missing", r["reason"], "", "", "", "", "")
-    Console(width=200).print(t)
+    console().print(t)
     return 0
 
 
-def cmd_doctor(args: list[str]) -> int:
-    from rich.console import Console
+def git_text(info: dict) -> str:
+    """provenance.git_info() for people: "git 0123456789ab (local changes)", "not a git checkout"."""
+    sha = info.get("sha")
+    if not sha:
+        return "not a git checkout"
+    return f"git {sha[:12]}" + (" (local changes)" if info.get("dirty") else "")
 
+
+def cmd_doctor(args: list[str]) -> int:
     from . import __version__, provenance
 
-    con = Console()
-    con.print(f"[bold]harness[/] {__version__}  git {provenance.git_info()}")
+    con = console()
+    con.print(f"[bold]harness[/] {__version__}  {git_text(provenance.git_info())}")
     t0 = time.perf_counter()
     try:
         from . import engine
@@ -94,7 +101,7 @@ def _native_report(con) -> None:
     from rich.markup import escape
 
     try:
-        from . import native
+        from .engine import native
 
         st = native.status()
     except Exception as e:  # doctor reports, it does not stop at the first problem

@@ -139,3 +139,20 @@ def test_compose_matches_the_cli_config_tree():
     assert rc.workload.name == "pp512_tg128"  # the command line wins over the preset's choice
     assert rc.runtime.n_ctx == 1024 and rc.bench.repetitions == 3
     assert rc.sweep_name == "composed" and rc.model.name == "gemma3_270m"
+
+
+def test_models_table_fits_columns(harness_cli, tmp_path):
+    r = harness_cli("models", cwd=tmp_path, env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines and max(len(ln) for ln in lines) <= 80, max(lines, key=len)
+    wide = harness_cli("models", cwd=tmp_path, env={"COLUMNS": "300"})
+    assert max(len(ln) for ln in wide.stdout.splitlines()) > 80  # it is the width, not a fixed cut
+
+
+def test_doctor_prints_readable_lines_not_python_objects(harness_cli, tmp_path):
+    r = harness_cli("doctor", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "{'" not in r.stdout and "': " not in r.stdout, r.stdout
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("harness ") and ("git " in first or "not a git checkout" in first)
