@@ -30,7 +30,7 @@ from . import table
 from .best import plain
 from .effects import constant_permutation_p, holm
 from .stats import (RUN_LEVEL_METRICS, group_label, metric_units, natural_key, non_negative, ok_mask,
-                    varying_params)
+                    summary_frame, varying_params)
 
 DEFAULT_METRICS = registry.COMPARE_METRICS
 MIN_EFFECT = 0.01
@@ -129,11 +129,11 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alp
     if metrics and len(pairs):
         values, labels = metric_units(okdf, metrics, okdf["_unit"])
         values = values.replace([np.inf, -np.inf], np.nan)
-        agg = values.groupby(labels.to_numpy()).agg(["count", "mean", "std"])
+        agg = summary_frame(values, labels.to_numpy())  # safe near the float limit
         raw = _raw_by_unit(values, labels) if ci == "bootstrap" else None
         ua, ub = pairs["ua"].to_numpy(), pairs["ub"].to_numpy()
         for m in metrics:
-            st = {s: agg[(m, s)].reindex(info.index) for s in ("count", "mean", "std")}
+            st = {s: agg[f"{m}_{t}"].reindex(info.index) for s, t in (("count", "n"), ("mean", "mean"), ("std", "std"))}
             na, nb = st["count"].fillna(0).to_numpy()[ua], st["count"].fillna(0).to_numpy()[ub]
             res = _ratio_stats(st["mean"].to_numpy()[ua], st["std"].to_numpy()[ua], na,
                                st["mean"].to_numpy()[ub], st["std"].to_numpy()[ub], nb)
@@ -258,9 +258,17 @@ def _pairs(info: pd.DataFrame, gk: list[str]) -> pd.DataFrame:
 def _ratio_stats(ma, sa, na, mb, sb, nb) -> dict:
     """Vectorised ratio mb/ma, its Fieller 95% CI (Welch df) and Welch's p."""
     ma, sa, na, mb, sb, nb = (np.asarray(x, dtype=float) for x in (ma, sa, na, mb, sb, nb))
+    means = {"ma": ma, "mb": mb}
+    # The ratio, its CI and the t statistic do not change when both sides are scaled alike; scaled
+    # to at most 1, the squares below cannot overflow on extreme (foreign) data. fmax skips NaN.
+    scale = np.fmax(np.fmax(np.abs(ma), np.abs(mb)), np.fmax(sa, sb))
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    ma, mb, sa, sb = ma / scale, mb / scale, sa / scale, sb / scale
     with np.errstate(invalid="ignore", divide="ignore"):
         va, vb = sa ** 2 / na, sb ** 2 / nb
-        ratio = np.where(ma > 0, mb / ma, np.nan)
+        with np.errstate(over="ignore", under="ignore"):  # beyond float range: no ratio (NaN below)
+            ratio = np.where(ma > 0, mb / ma, np.nan)
+        ratio = np.where(np.isfinite(ratio), ratio, np.nan)
         df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
         df = np.where((va + vb) > 0, df, np.inf)
         q = sps.t.ppf(0.975, np.where(np.isfinite(df), df, 1e9)) ** 2
@@ -277,7 +285,7 @@ def _ratio_stats(ma, sa, na, mb, sb, nb) -> dict:
     p = np.where(small, np.nan, p)
     for i in np.flatnonzero(flat):
         p[i] = constant_permutation_p(int(na[i]), int(nb[i]), bool(ma[i] == mb[i]))
-    return {"ma": ma, "mb": mb, "na": na, "nb": nb, "ratio": ratio, "lo": lo, "hi": hi, "p": p,
+    return {**means, "na": na, "nb": nb, "ratio": ratio, "lo": lo, "hi": hi, "p": p,
             "flat": flat, "small": small}
 
 
@@ -291,14 +299,17 @@ def _bootstrap(raw: dict, m: str, ua: np.ndarray, ub: np.ndarray, seed: int):
     lo, hi = np.full(len(ua), np.nan), np.full(len(ua), np.nan)
     for i, (a, b) in enumerate(zip(ua, ub)):
         xa, xb = col[raw["idx"].get(a, [])], col[raw["idx"].get(b, [])]
-        xa, xb = xa[~np.isnan(xa)], xb[~np.isnan(xb)]
+        xa, xb = xa[np.isfinite(xa)], xb[np.isfinite(xb)]
         if xa.size < 2 or xb.size < 2:
             continue
+        k = max(float(np.abs(xa).max()), float(np.abs(xb).max()))
+        if k > 0:  # the ratio does not change; sums of values near the float limit would overflow
+            xa, xb = xa / k, xb / k
         rng = np.random.default_rng(seed)
         ra = xa[rng.integers(0, xa.size, (BOOT_RESAMPLES, xa.size))].mean(axis=1)
         rb = xb[rng.integers(0, xb.size, (BOOT_RESAMPLES, xb.size))].mean(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = rb / ra
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            r = rb / ra  # 0 / 0 and x / 0 resamples are dropped: not finite
         r = r[np.isfinite(r)]
         if r.size:
             lo[i], hi[i] = np.percentile(r, [2.5, 97.5])

@@ -40,6 +40,8 @@ MIN_SAMPLES = 3
 STAT_FIELDS = ("n", "mean", "median", "std", "cv", "ci95_low", "ci95_high", "min", "max")
 #: Requested parameter -> the effective one that replaces it when known.
 EFFECTIVE_OF = {"n_gpu_layers": "n_gpu_layers_effective", "n_ctx": "n_ctx_effective"}
+# Above this magnitude a column is summarised scaled (see summary_frame).
+_SCALE_ABOVE = 1e150
 # effective_id is the identity of a configuration, not a parameter one varies.
 _NOT_VARIED = ("effective_id",)
 
@@ -133,9 +135,14 @@ def summary_frame(values: pd.DataFrame, by: pd.Series | np.ndarray) -> pd.DataFr
     NaN and +-inf are left out (never counted as zero). std, cv and the CI are NaN for n < 2; cv is
     NaN when the mean is 0."""
     v = values.replace([np.inf, -np.inf], np.nan)
-    agg = v.groupby(by).agg(["count", "mean", "median", "std", "min", "max"])
+    # Columns with values near the float limit are summarised scaled down (sums and squares of
+    # 1e308 overflow); every statistic scales back exactly. Ordinary data is not touched.
+    big = v.abs().max()
+    scale = big.where(big > _SCALE_ABOVE, 1.0).fillna(1.0)
+    agg = (v / scale).groupby(by).agg(["count", "mean", "median", "std", "min", "max"])
     out = {}
     for c in values.columns:
+        k = float(scale[c])
         n = agg[(c, "count")].astype("int64")
         mean, std = agg[(c, "mean")], agg[(c, "std")]
         std = std.where(n >= 2)
@@ -143,14 +150,17 @@ def summary_frame(values: pd.DataFrame, by: pd.Series | np.ndarray) -> pd.DataFr
             tq = sps.t.ppf(0.975, np.maximum(n.to_numpy() - 1, 1))
             half = tq * std / np.sqrt(n)
             cv = (std / mean).where(mean != 0)
+        lo, hi = mean - half, mean + half
         out[f"{c}_n"] = n
-        out[f"{c}_mean"] = mean.where(n > 0)
-        out[f"{c}_median"] = agg[(c, "median")]
-        out[f"{c}_std"] = std
+        out[f"{c}_mean"] = mean.where(n > 0) * k
+        out[f"{c}_median"] = agg[(c, "median")] * k
+        out[f"{c}_std"] = std * k
         out[f"{c}_cv"] = cv
-        out[f"{c}_ci95_low"], out[f"{c}_ci95_high"] = clip_interval(c, mean - half, mean + half)
-        out[f"{c}_min"] = agg[(c, "min")]
-        out[f"{c}_max"] = agg[(c, "max")]
+        # beyond the float range (scaled back): no interval rather than an infinite one
+        lo, hi = (lo * k).where(lambda x: np.isfinite(x)), (hi * k).where(lambda x: np.isfinite(x))
+        out[f"{c}_ci95_low"], out[f"{c}_ci95_high"] = clip_interval(c, lo, hi)
+        out[f"{c}_min"] = agg[(c, "min")] * k
+        out[f"{c}_max"] = agg[(c, "max")] * k
     return pd.DataFrame(out, index=agg.index)
 
 

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import registry
 from ..analysis.stats import clip_interval
+
+# matplotlib's axis arithmetic overflows near the float limit; no measurement comes close.
+_PLOT_LIMIT = 1e200
 
 PHASE_COLORS = {"load": "#8e8e93", "warmup": "#ffcc00", "prefill": "#ff9500", "decode": "#34c759",
                 "idle": "#d1d1d6", "other": "#f2f2f7"}
@@ -54,6 +58,15 @@ def _mean_ci(values: np.ndarray, metric: str) -> tuple[float, float, float]:
     return mean, mean - float(lo), half
 
 
+def plottable(ok, metric: str):
+    """The rows of `ok` whose `metric` can be drawn: finite, within the metric's plausibility bound
+    (registry) and far from the float limit. Others are left out of the figure."""
+    m = registry.BY_NAME.get(metric)
+    bound = min(_PLOT_LIMIT, m.max_plausible) if m is not None and m.max_plausible is not None else _PLOT_LIMIT
+    v = ok[metric].astype(float)
+    return ok.loc[np.isfinite(v) & (v.abs() <= bound)]
+
+
 def _order(levels):
     try:
         return sorted(levels, key=lambda x: float(x))
@@ -64,14 +77,14 @@ def _order(levels):
 def param_effect(ok, param: str, metrics: tuple[str, ...], path: Path) -> Path | None:
     """Mean of each metric at each level of `param` with 95% CI bars (all other parameters pooled
     within the level: the marginal mean), one panel per metric, one line per hardware group."""
-    metrics = tuple(m for m in metrics if m in ok and ok[m].notna().any())
+    metrics = tuple(m for m in metrics if m in ok and len(plottable(ok, m)))
     data = ok[[param, "hardware", *metrics]].dropna(subset=[param])
     if not metrics or data.empty or data[param].nunique() < 2:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        part_all = data.dropna(subset=[metric])
+        part_all = plottable(data, metric)
         for hw, part in part_all.groupby(part_all["hardware"].fillna("unknown hardware"), sort=True):
             levels = _order(part[param].unique())
             means, below, above = zip(*(_mean_ci(part.loc[part[param] == lv, metric].to_numpy(dtype=float), metric)
@@ -90,7 +103,7 @@ def param_effect(ok, param: str, metrics: tuple[str, ...], path: Path) -> Path |
 
 def distribution(ok, metric: str, label_cols: list[str], path: Path, max_groups: int = 24) -> Path | None:
     """Box plot of per-sample `metric` for each configuration."""
-    data = ok.dropna(subset=[metric])
+    data = plottable(ok, metric) if metric in ok else ok.iloc[0:0]
     if data.empty:
         return None
     keys = label_cols or ["run_id"]
@@ -121,7 +134,9 @@ def telemetry_timeline(samples, title: str, path: Path) -> Path | None:
             if i == len(t) or phases[i] != phases[start]:
                 ax.axvspan(t[start], t[min(i, len(t) - 1)], color=PHASE_COLORS.get(phases[start], "#eee"), alpha=0.35, lw=0)
                 start = i
-        ax.plot(t, samples[col].to_numpy(dtype=float), lw=1.2, color="#1f4e79")
+        y = samples[col].to_numpy(dtype=float)
+        y = np.where(np.isfinite(y) & (np.abs(np.nan_to_num(y)) <= _PLOT_LIMIT), y, np.nan)  # gaps, not overflow
+        ax.plot(t, y, lw=1.2, color="#1f4e79")
         ax.set_ylabel({"gpu_util_pct": "GPU util %", "power_w": "power W", "fan_pct": "fan %"}[col])
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time (s)")
@@ -132,7 +147,7 @@ def telemetry_timeline(samples, title: str, path: Path) -> Path | None:
 
 
 def bars(labels: list[str], values: list[float], ylabel: str, title: str, path: Path) -> Path | None:
-    pairs = [(lab, v) for lab, v in zip(labels, values) if v is not None and not math.isnan(v)]
+    pairs = [(lab, v) for lab, v in zip(labels, values) if v is not None and math.isfinite(v) and abs(v) <= _PLOT_LIMIT]
     if not pairs:
         return None
     plt = _plt()
