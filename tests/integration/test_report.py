@@ -171,3 +171,83 @@ def test_golden_foreign_files_analyse_together(tmp_path, harness_cli):
     assert {"harness", "ollama-calls", "ollama-config-calls", "ollama-summary", "ollama-api", "pytest-benchmark",
             "llama-bench-json", "llama-bench-csv", "llama-bench-sql"} <= set(df["source_format"])
     assert "junk.sql" in r.stderr or "junk.sql" in r.stdout
+
+
+CONFIG_CALLS = "num_gpu,num_ctx,temperature,config_name,ttft_s,tokens_s,load_s,prompt_eval_s,eval_s,eval_count,error\n"
+
+
+def _calls(folder: Path, rows: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "calls.csv").write_text(CONFIG_CALLS + "".join(r + "\n" for r in rows))
+    return folder
+
+
+def test_compare_with_nothing_in_common_fails_the_gate(tmp_path, harness_cli):
+    a = _calls(tmp_path / "a", [f"999,2048,0.7,x,0.1,5{i}.0,1.0,0.05,1.6,88," for i in range(3)])
+    b = _calls(tmp_path / "b", [f"999,4096,0.7,x,0.1,5{i}.0,1.0,0.05,1.6,88," for i in range(3)])
+    r = harness_cli("compare", str(a), str(b), "--fail-on", "decode_tps:-5%", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no regression" not in r.stdout and "Traceback" not in r.stderr
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "nothing compared" in err[0] and "no configuration in common" in err[0]
+    # Matched, but the checked metric was measured on neither side: nothing to check is a failure too.
+    same = harness_cli("compare", str(a), str(a), "--fail-on", "decode_tps:-5%", "--fail-on", "e2e_ms:+5%",
+                       cwd=tmp_path)
+    assert same.returncode == 1 and "Traceback" not in same.stderr
+    err = [ln for ln in same.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "e2e_ms" in err[0] and "nothing to check" in err[0]
+
+
+def test_compare_and_report_print_integers_intervals_and_plurals(tmp_path, harness_cli):
+    a = _calls(tmp_path / "a", ["999,256,0.7,x,0.1,50.0,1.0,0.05,1.6,88,", "999,256,0.7,x,0.9,51.0,1.0,0.05,1.6,88,",
+                                "999,512,0.7,y,0.2,40.0,1.0,0.05,1.6,88,"])
+    r = harness_cli("compare", str(a), str(a), cwd=tmp_path, env={"COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert "n_ctx=256" in r.stdout and "256.0" not in r.stdout and "nan" not in r.stdout.lower()
+    assert "[n/a]" in r.stdout  # n = 1 at n_ctx=512: no interval, said so
+    rep = harness_cli("report", str(a), "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "(nan" not in md and "nan-nan" not in md and "256.0" not in md
+    assert "| 256 |" in md and " [0, " in md  # TTFT 100 and 900 ms: the interval stops at zero
+    one = _calls(tmp_path / "one", ["999,256,0.7,x,0.1,50.0,1.0,0.05,1.6,88,"])
+    rep = harness_cli("report", str(one), "--out", str(tmp_path / "rep1"), cwd=tmp_path)
+    md = (tmp_path / "rep1" / "report.md").read_text()
+    assert "1 configuration," in md and "1 configurations" not in md and "1 samples" not in md
+
+
+def test_bad_out_paths_are_one_line_errors(tmp_path, harness_cli):
+    import os
+
+    data = _calls(tmp_path / "d", ["999,256,0.7,x,0.1,50.0,1.0,0.05,1.6,88,"])
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    cases = [(("report", str(data), "--out", str(f)), 2, "not a folder"),
+             (("export", str(data), "--format", "csv", "--out", str(tmp_path)), 2, "is a folder"),
+             (("analyze", str(data), "--out", str(f / "sub")), 2, "not a folder")]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root ignores the mode: /sys refuses new files to everyone
+        ro = Path("/sys")
+    if not os.access(ro, os.W_OK):
+        cases.append((("export", str(data), "--format", "csv", "--out", str(ro / "x.csv")), 1, "cannot write"))
+    for args, code, why in cases:
+        r = harness_cli(*args, cwd=tmp_path)
+        err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == code, (args, r.stderr)
+        assert "Traceback" not in r.stderr and err[-1].startswith("error:") and why in err[-1], (args, r.stderr)
+        assert str(args[-1]) in err[-1]
+        assert sum(ln.startswith("error:") for ln in err) == 1
+
+
+def test_extreme_foreign_values_give_no_runtime_warning(tmp_path, harness_cli):
+    data = _calls(tmp_path / "x", ["999,2048,0.7,z,0.0,0.0001,0,0,0,1,", "999,2048,0.7,z,0.0,0.0001,0,0,0,1,",
+                                   "0,4096,0.7,one,0.3,1e308,1.0,0.1,1.0,50,", "0,8192,0.7,n,nan,nan,nan,nan,nan,nan,",
+                                   "0,1024,0.7,big,1e-300,1e6,1.0,0.1,1.0,50,", "0,1024,0.7,big,1e300,2e6,1.0,0.1,1.0,50,"])
+    env = {"PYTHONWARNINGS": "error::RuntimeWarning"}
+    for args in (("report", str(data), "--out", str(tmp_path / "rep")), ("analyze", str(data), "--out", str(tmp_path / "an")),
+                 ("compare", str(data), str(data))):
+        r = harness_cli(*args, cwd=tmp_path, env=env)
+        assert r.returncode == 0, (args, r.stderr[-3000:])
+        assert "Warning" not in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-3000:])
