@@ -108,7 +108,7 @@ class CheckResult:
         return tuple(f for f in self.figures if not f.verified)
 
     def header(self) -> str:
-        return f"{self.k} of {self.n} figures verified"
+        return f"{self.k} of {self.n} {'figure' if self.n == 1 else 'figures'} verified"
 
     def to_dict(self) -> dict:
         return {"verified": self.k, "figures": self.n,

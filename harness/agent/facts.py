@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 from ..analysis.pipeline import shown_params
-from ..report.format import interval, num, param, value
+from ..report.format import interval, num, param, plural, value
 from .factcheck import Fact
 
 # (configurations column, header, unit for the fact check, metric for ratios)
@@ -71,7 +71,7 @@ class FactSheet:
             out += ["", "| " + " | ".join(self.headers) + " |", "|" + "|".join("---" for _ in self.headers) + "|"]
             out += [self.rows[i].text for i in keep]
             if len(keep) < len(self.rows):
-                out.append(f"({len(self.rows) - len(keep)} more configurations not shown)")
+                out.append(f"({plural(len(self.rows) - len(keep), 'more configuration')} not shown)")
         return "\n".join(out)
 
     def facts(self, n_rows: int | None = None, n_summary: int | None = None) -> tuple[Fact, ...]:

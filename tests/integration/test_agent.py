@@ -55,7 +55,7 @@ def test_agent_writes_the_narrative_section_with_its_verification_header(agent_r
     out, r = agent_report
     md = (out / "report.md").read_text()
     assert f"## 2. {TITLE}" in md  # right after the executive summary
-    header = re.search(r"^\*\*(\d+) of (\d+) figures verified\*\*$", md, re.M)
+    header = re.search(r"^\*\*(\d+) of (\d+) (figures?) verified\*\*$", md, re.M)
     assert header, md[:3000]
     check = json.loads((out / "agent" / "factcheck.json").read_text())
     assert (int(header[1]), int(header[2])) == (check["verified"], check["figures"])
@@ -72,9 +72,9 @@ def test_agent_writes_the_narrative_section_with_its_verification_header(agent_r
     p.feed(page)
     assert f"2. {TITLE}" in p.h2 and '<div class="narrative"><h4>1. Executive summary</h4>' in page
     assert len([h for h in p.h2 if h.strip()]) == len(re.findall(r"^## \d+\. ", md, re.M))
-    assert f"<strong>{header[1]} of {header[2]} figures verified</strong>" in page
+    assert f"<strong>{header[1]} of {header[2]} {header[3]} verified</strong>" in page
     assert p.marks == len(check["unverified"])
-    assert f"narrative: {header[1]} of {header[2]} figures verified" in r.stdout
+    assert f"narrative: {header[1]} of {header[2]} {header[3]} verified" in r.stdout
 
 
 def test_agent_run_is_a_recorded_benchmark_run(agent_report, sweep):
@@ -115,7 +115,7 @@ def test_report_with_narrative_llm_and_sampling_overrides(sweep):
                     "sampling.temperature=0.0", cwd=sweep.parent)
     assert r.returncode == 0, r.stderr[-3000:]
     md = (out / "report.md").read_text()
-    assert f"## 2. {TITLE}" in md and re.search(r"^\*\*\d+ of \d+ figures verified\*\*$", md, re.M)
+    assert f"## 2. {TITLE}" in md and re.search(r"^\*\*\d+ of \d+ figures? verified\*\*$", md, re.M)
     rec = json.loads((out / "agent" / "run.json").read_text())
     assert rec["config"]["sampling"]["temperature"] == 0.0
     assert rec["config"]["bench"]["ignore_eos"] is False  # the agent stops at the end of its text

@@ -118,7 +118,7 @@ def test_facts_table_is_cut_to_the_budget_and_takes_its_facts_with_it():
     assert n == 2 and "| 3 | 103.5 |" in text and "| 1 | 101.5 |" in text and "| 2 |" not in text
     assert fit(sheet, prompt, len, budget + 1000) == Fitted(prompt(sheet.render()), 3, 1, len(prompt(sheet.render())))
     assert text.index("| 1 |") < text.index("| 3 |")  # shown in table order, kept in priority order
-    assert "(1 more configurations not shown)" in text
+    assert "(1 more configuration not shown)" in text
     assert {f.name for f in sheet.facts(n)} == {"best", "row 3", "row 1"}
     assert check("102.5 tok/s", sheet.facts(n)).k == 0 and check("102.5 tok/s", sheet.facts()).k == 1
     with pytest.raises(ValueError, match="minimal fact sheet"):
