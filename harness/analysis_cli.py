@@ -133,7 +133,7 @@ def cmd_compare(args: list[str]) -> int:
         return 2
     an_a, an_b = analyze_or_explain([a.a], a.max_file_mb), analyze_or_explain([a.b], a.max_file_mb)
     if an_a is None or an_b is None:
-        return 2
+        return 1  # nothing usable on a side, as for analyze and report
     metrics = tuple(dict.fromkeys(DEFAULT_METRICS + tuple(c.metric for c in checks)))
     result = compare(an_a.samples, an_b.samples, metrics=metrics)
     for side, items in (("A", result.unmatched_a), ("B", result.unmatched_b)):

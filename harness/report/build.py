@@ -6,7 +6,6 @@ numbers, recommendations follow from findings by rules, risks from what the data
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
