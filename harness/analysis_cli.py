@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .agent.cli import narrate, narrative_mode, run, split_overrides, summarize
 from .agent.narrative import prepare
+from .analysis.compare import DEFAULT_METRICS, compare, parse_check, regressions
 from .analysis.pipeline import analyze
 from .config import ConfigError
 from .report import pipeline
@@ -124,8 +125,6 @@ def cmd_compare(args: list[str]) -> int:
                    help="exit 1 when a significant change passes this threshold, e.g. decode_tps:-5%% or ttft_ms:+10%%")
     _max_bytes(p)
     a = p.parse_args(args)
-    from .analysis.compare import DEFAULT_METRICS, compare, parse_check, regressions
-
     try:
         checks = [parse_check(s) for s in a.fail_on]
     except ValueError as e:
