@@ -24,9 +24,10 @@ def _cfg() -> dict:
 def loaded(model_path):
     rc = validate(_cfg())
     plan = make_plan(rc, gpu_offload_supported=engine.gpu_offload_supported(), model_path=model_path)
-    lm, _ = engine.load(plan)
+    eng = engine.Engine()
+    lm, _ = eng.load(plan)
     yield rc, lm
-    engine.unload()
+    eng.unload()
 
 
 def test_gguf_header_read(benchmark, model_path):

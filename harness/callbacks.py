@@ -4,15 +4,41 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-# The sweep folder, rows of the last index rebuilt in this process and what this invocation did
-# (counts), for the CLI's summary. `before` is the run_id of every job folder when it started.
-LAST: dict = {"sweep_dir": None, "rows": [], "counts": None, "before": None, "n_points": 0, "in_process": True}
+
+@dataclass
+class Invocation:
+    """One `harness run`: what the sweep callbacks learn (the sweep folder, its points, the run_id
+    of every job folder when it started, the rebuilt index rows, what this invocation did) and the
+    sweep state its points share in this process (runner.SweepState). Hydra instantiates the
+    callbacks itself from the config, so the CLI hands this object over through `CURRENT`, the one
+    place where the callbacks and the CLI meet."""
+
+    state: Any = None  # runner.SweepState of the points run in this process
+    sweep_dir: Path | None = None
+    rows: list = field(default_factory=list)
+    counts: dict | None = None
+    before: dict | None = None
+    n_points: int = 0
+    in_process: bool = True
+    report_auto: bool = False
+    report_narrative: str = "none"
+
+
+CURRENT = Invocation()
+
+
+def begin_invocation(state: Any) -> Invocation:
+    """A fresh Invocation for a new `harness run` whose points share `state`."""
+    global CURRENT
+    CURRENT = Invocation(state=state)
+    return CURRENT
 
 
 def sweep_points(config: Any) -> list[list[str]]:
@@ -68,17 +94,18 @@ def invocation_counts(finished: bool = True) -> dict:
     the points that wrote nothing (their earlier ok record stands). Before the end of a sweep
     (an interrupt) skipped is known only for jobs that ran in this process."""
     from . import store
-    from .runner import TALLY
 
-    d, before = LAST.get("sweep_dir"), LAST.get("before")
+    inv = CURRENT
+    tally = inv.state.tally if inv.state is not None else {}
+    d, before = inv.sweep_dir, inv.before
     if d is None or before is None:
-        return {k: TALLY[k] for k in ("ok", "failed", "skipped")}
+        return {k: tally.get(k, 0) for k in ("ok", "failed", "skipped")}
     ran = [r for p in store.job_dirs(d) if (r := store.read_run(p)) and r.get("run_id") != before.get(p.name)]
     out = {k: sum(r.get("status") == k for r in ran) for k in ("ok", "failed")}
     if finished:
-        out["skipped"] = max(0, LAST["n_points"] - len(ran))
+        out["skipped"] = max(0, inv.n_points - len(ran))
     else:
-        out["skipped"] = TALLY["skipped"] if LAST.get("in_process") else 0
+        out["skipped"] = tally.get("skipped", 0) if inv.in_process else 0
     return out
 
 
@@ -89,14 +116,16 @@ def _started(d: Path, config: Any, n: int) -> None:
     before = {p.name: (store.read_run(p) or {}).get("run_id") for p in store.job_dirs(d)}
     sweepindex.mark_started(d, list(config.hydra.overrides.task))
     # known from now on, so an interrupt can mark the sweep
-    LAST.update(sweep_dir=d, before=before, n_points=n, counts=None, in_process=in_process(config))
+    CURRENT.sweep_dir, CURRENT.before, CURRENT.n_points, CURRENT.counts = d, before, n, None
+    CURRENT.in_process = in_process(config)
 
 
 def _ended(d: Path) -> None:
     from . import sweepindex
 
     counts = invocation_counts()
-    LAST.update(sweep_dir=d, counts=counts, rows=sweepindex.rebuild(d, last_invocation=counts))
+    CURRENT.sweep_dir, CURRENT.counts = d, counts
+    CURRENT.rows = sweepindex.rebuild(d, last_invocation=counts)
 
 
 class SweepIndex(Callback):
@@ -109,7 +138,7 @@ class SweepIndex(Callback):
         n = preflight_sweep(config)
         d = Path(config.hydra.sweep.dir)
         _started(d, config, n)
-        if LAST["in_process"]:
+        if CURRENT.in_process:
             progress.start(n)
         else:  # the jobs report in their own processes: their logs, not a live bar here
             print(f"{n} points launched by {config.hydra.launcher._target_.rsplit('.', 1)[-1]}; "
@@ -120,8 +149,8 @@ class SweepIndex(Callback):
 
         progress.stop()
         _ended(Path(config.hydra.sweep.dir))
-        LAST["report_auto"] = bool(config.get("report", {}).get("auto", False))
-        LAST["report_narrative"] = str(config.get("report", {}).get("narrative", "none"))
+        CURRENT.report_auto = bool(config.get("report", {}).get("auto", False))
+        CURRENT.report_narrative = str(config.get("report", {}).get("narrative", "none"))
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         preflight_sweep(config)

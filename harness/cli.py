@@ -85,14 +85,14 @@ def cmd_run(args: list[str]) -> int:
 
     import hydra
 
-    from . import hydra_conf, runner, store
-    from .callbacks import LAST
+    from . import callbacks, hydra_conf, runner, store
 
     hydra_conf.register_resolvers()
     # A log file that cannot be written (disk full) must not print a traceback per message: the
     # write of the results says what went wrong, once.
     logging.raiseExceptions = False
-    LAST.update(sweep_dir=None, rows=[], counts=None, before=None)
+    state = runner.SweepState()
+    inv = callbacks.begin_invocation(state)
     if not any(a.split("=", 1)[0].lstrip("+~") == "sweep_name" for a in args):
         # One timestamp for the whole invocation: each job composes its own config, and a
         # per-job ${now:} would scatter one sweep over several folders.
@@ -100,7 +100,11 @@ def cmd_run(args: list[str]) -> int:
         # after an option (`harness run -m a=1,2 --cfg hydra`) would be refused.
         at = max((i + 1 for i, a in enumerate(args) if "=" in a and not a.startswith("-")), default=len(args))
         args = [*args[:at], f"sweep_name={datetime.now().strftime('%Y%m%d-%H%M%S')}", *args[at:]]
-    task = hydra.main(version_base="1.3", config_path=hydra_conf.conf_dir(), config_name="config")(runner.run_point)
+    def run_point(cfg):  # Hydra's task function: every point of this invocation shares `state`
+        return runner.run_point(cfg, state)
+
+    run_point.__module__ = runner.__name__  # Hydra names the job after the task's module
+    task = hydra.main(version_base="1.3", config_path=hydra_conf.conf_dir(), config_name="config")(run_point)
     saved = sys.argv
     sys.argv = ["harness run", *args]
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -113,7 +117,7 @@ def cmd_run(args: list[str]) -> int:
         from . import progress
 
         progress.stop()
-        _mark_interrupted(LAST.get("sweep_dir"), "SIGTERM" if code == 143 else "SIGINT")
+        _mark_interrupted(inv.sweep_dir, "SIGTERM" if code == 143 else "SIGINT")
         return code
     except store.ResultNotWritten as e:
         # A run.json could not be written (disk full, read-only, quota): the sweep stops rather
@@ -122,33 +126,33 @@ def cmd_run(args: list[str]) -> int:
 
         progress.stop()
         print(f"error: {e}", file=sys.stderr)
-        _mark_interrupted(LAST.get("sweep_dir"), "results not written")
+        _mark_interrupted(inv.sweep_dir, "results not written")
         return 1
     except SystemExit as e:
         # Hydra reports an exception that escaped the launcher (a job process that died without
         # a result: killed, out of memory, over its time limit) and exits 1. The points that
         # finished stand; the index says the sweep stopped short.
-        if e.code not in (0, None, 2) and LAST.get("sweep_dir") is not None and LAST.get("counts") is None:
-            _mark_interrupted(LAST["sweep_dir"], _why_stopped(e))
+        if e.code not in (0, None, 2) and inv.sweep_dir is not None and inv.counts is None:
+            _mark_interrupted(inv.sweep_dir, _why_stopped(e))
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         sys.argv = saved
-        from . import engine
-
-        engine.unload()  # now, with llama.cpp's teardown log captured, not at interpreter exit
-    if LAST["sweep_dir"] is not None:
-        _print_summary(LAST["sweep_dir"], LAST["rows"])
+        state.close()  # the engine worker frees its model and exits (killed if it does not)
+    if inv.sweep_dir is not None:
+        _print_summary(inv.sweep_dir, inv.rows)
+    for note in sorted(state.notices.said - {"native"}):
+        print(f"note: {note}", file=sys.stderr)
     # What the jobs did, read from their folders: under submitit or Ray they ran in other processes.
-    t = LAST.get("counts")
+    t = inv.counts
     if t is None:
         return 0  # --help, --cfg and friends: Hydra printed and ran nothing
-    if LAST.get("report_auto") and LAST["sweep_dir"] is not None and t["ok"] + t["skipped"]:
+    if inv.report_auto and inv.sweep_dir is not None and t["ok"] + t["skipped"]:
         from .analysis_cli import write_report
 
         try:
-            paths = write_report([LAST["sweep_dir"]], LAST["sweep_dir"] / "report",
-                                 narrative=LAST.get("report_narrative") or "none")
+            paths = write_report([inv.sweep_dir], inv.sweep_dir / "report",
+                                 narrative=inv.report_narrative or "none")
             print(f"report: {paths['html']}")
         except Exception as e:  # the sweep's results stand even if the report cannot be made
             print(f"report: not written: {type(e).__name__}: {e}", file=sys.stderr)

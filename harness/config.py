@@ -89,6 +89,7 @@ class BenchConfig:
     ignore_eos: bool = True
     timing: str = "auto"
     allow_shared_device: bool = False  # run even when another harness job holds the device
+    point_timeout_s: float | None = 600.0  # the engine worker may go this long without an answer (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,15 @@ def _known(section: Mapping, prefix: str, cls: type) -> None:
             raise ConfigError(f"{prefix}.{k}", section[k], "is not a known key; known: " + ", ".join(sorted(allowed)))
 
 
+def _timeout(section: Mapping, prefix: str, key: str, default: float) -> float | None:
+    v = section.get(key, default)
+    if v is None:
+        return None
+    if not _is_num(v) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{prefix}.{key}", v, "must be a positive number of seconds or null (no limit)")
+    return float(v)
+
+
 def validate(cfg: Mapping[str, Any]) -> RunConfig:
     """Check a composed config (plain dict, e.g. OmegaConf.to_container(cfg, resolve=True)).
 
@@ -296,6 +306,7 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
         ignore_eos=_bool(b, "bench", "ignore_eos", True),
         timing=_choice(b, "bench", "timing", TIMING, "auto"),
         allow_shared_device=_bool(b, "bench", "allow_shared_device", False),
+        point_timeout_s=_timeout(b, "bench", "point_timeout_s", 600.0),
     )
 
     t = cfg.get("telemetry") or {}

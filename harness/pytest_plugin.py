@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pytest
 
 # Aggregated per-repetition metrics whose mean goes to extra_info, with their units in the name.
-_MEANS = ("decode_tps", "ttft_ms", "prefill_tps", "e2e_ms")
+_MEANS = ("decode_tps", "ttft_ms", "prefill_tps", "e2e_ms", "decode_engine_ms", "sampling_ms")
 
 
 def _engine_missing() -> str | None:
@@ -34,7 +34,7 @@ def _engine_missing() -> str | None:
     return None
 
 
-def _run(benchmark: Any, overrides: tuple[str, ...]) -> dict:
+def _run(benchmark: Any, backend: Any, overrides: tuple[str, ...]) -> dict:
     """Compose, validate, plan, load (or reuse), then bench.warmup + bench.repetitions timed
     generate calls under `benchmark.pedantic`; returns the extra_info it set."""
     from .config import ConfigError, validate
@@ -62,30 +62,24 @@ def _run(benchmark: Any, overrides: tuple[str, ...]) -> dict:
     except devicelock.DeviceBusy as e:
         pytest.fail(str(e), pytrace=False)
     try:
-        return _measure(benchmark, overrides, rc, plan, lock)
+        return _measure(benchmark, backend, overrides, cfg, rc, plan, lock)
     finally:
         devicelock.release_all()
 
 
-def _measure(benchmark: Any, overrides: tuple[str, ...], rc, plan, lock: dict) -> dict:
-    from . import engine
-    from .metrics import aggregate, rep_metrics
-    from .workload import build_prompt
+def _measure(benchmark: Any, backend: Any, overrides: tuple[str, ...], cfg: dict, rc, plan, lock: dict) -> dict:
+    """The measurement path of `harness run` (harness.measure.Point) with pytest-benchmark timing
+    the repetitions: same record, same fields."""
+    from .measure import Point, new_record
 
-    lm, reused = engine.load(plan)  # reused when the LoadKey equals the loaded model's
-    s, b, w = rc.sampling, rc.bench, rc.workload
-    # Timing path as `harness run` picks it (preflight already refused an unusable timing=native).
-    path = "python" if b.timing == "python" else _timing_path()[0]
-    generate: Callable[..., Any] = engine.generate
-    if path == "native":
-        from . import native
-
-        generate = native.generate
-    prompt = build_prompt(w, lm, s.seed)
-    gen = dict(text=prompt.text, tokens=prompt.tokens, add_bos=prompt.add_bos, sampling=s,
-               max_tokens=w.max_tokens, ignore_eos=b.ignore_eos)
+    if hasattr(backend, "timeout_s"):
+        backend.timeout_s = rc.bench.point_timeout_s
+    # With --benchmark-disable pedantic makes a single call (index 0): no warm-up then, so that
+    # call is a timed repetition rather than nothing.
+    warm = 0 if getattr(benchmark, "disabled", False) else rc.bench.warmup
+    point = Point(rc, plan, backend, new_record(rc, plan, job_name="harness_bench", overrides=overrides,
+                                                config=cfg))
     calls = itertools.count()
-    raws: list[tuple[int, Any]] = []  # (repetition index, negative for warm-up; RawRep)
 
     def setup() -> tuple[tuple, dict]:
         # Cheap on purpose (it runs outside the timer): only the next call's index. generate()
@@ -94,62 +88,89 @@ def _measure(benchmark: Any, overrides: tuple[str, ...], rc, plan, lock: dict) -
 
     def target(i: int) -> None:
         # Same seeds as `harness run`: warm-up i -> seed + 1e6 + i, repetition r -> seed + r.
-        r = i - b.warmup
-        raws.append((r, generate(lm, seed=s.seed + (r if r >= 0 else 1_000_000 + i), **gen)))
+        if i < warm:
+            point.warmup(i)
+        else:
+            point.repetition(i - warm)
 
-    benchmark.pedantic(target, setup=setup, rounds=b.repetitions, warmup_rounds=b.warmup, iterations=1)
-    # With --benchmark-disable pedantic makes a single call (index 0): keep it rather than nothing.
-    timed = [(r, raw) for r, raw in raws if r >= 0] or [(0, raw) for _, raw in raws]
-    reps = [rep_metrics(r, x.t_request_ns, x.token_ns, x.n_prompt_tokens, x.engine_prompt_eval_ms)
-            for r, x in timed]
-    itl = [[(t1 - t0) / 1e6 for t0, t1 in zip(x.token_ns, x.token_ns[1:])] for _, x in timed]
-    agg = aggregate(reps, itl)
-    effective = plan.effective_dict()
-    warnings = effective.pop("warnings")
-    effective |= {"n_ctx_allocated": lm.n_ctx, "flash_attn_effective": lm.flash_attn_effective}
+    try:
+        try:
+            point.begin()
+            point.load(lock)
+            point.prompt()
+            benchmark.pedantic(target, setup=setup, rounds=rc.bench.repetitions, warmup_rounds=warm,
+                               iterations=1)
+            point.finish()
+        except Exception as e:  # the engine worker died or hung, or the engine refused: this benchmark fails
+            point.fail(e)
+    finally:
+        rec = point.close()
+    if rec.status != "ok":
+        err = rec.error
+        pytest.fail(f"{err.type} during {err.phase}: {err.message}", pytrace=False)
+    agg = rec.aggregates
+    effective = dict(rec.effective)
+    warnings = list(rec.warnings)
+    effective.pop("warnings", None)
+    reps = [x.metrics for x in rec.repetitions]
     info = {
-        **{m: (agg[m] or {}).get("mean") for m in _MEANS},
+        **{m: (agg.get(m) or {}).get("mean") for m in _MEANS},
         "decode_tps_weighted": agg["decode_tps_weighted"],
         "n_gen_tokens": sum(m.n_gen_tokens for m in reps) / len(reps),
-        "n_prompt_tokens": prompt.n_tokens,
+        "n_prompt_tokens": rec.prompt.get("n_tokens") if rec.prompt else None,
         "n_repetitions": len(reps),
-        "energy_per_token_j": None,  # needs telemetry around the rounds: not sampled here yet
-        "load_ms": lm.load_ms,
-        "load_reused": reused,
-        "timing_path": path,
+        "energy_per_token_j": ((rec.telemetry.get("phases") or {}).get("decode") or {}).get("energy_per_token_j"),
+        "load_ms": rec.load.get("load_ms"),
+        "load_reused": rec.load.get("reused"),
+        "timing_path": rec.timing_path,
         "effective": effective,
         "warnings": warnings,
         "overrides": list(overrides),
         "device_lock": lock,
+        "record": rec.to_dict(),  # run.json's content: the same fields `harness run` records
     }
     benchmark.extra_info.update(info)
     return info
 
 
+@pytest.fixture(scope="session")
+def harness_engine() -> Any:
+    """The engine the session's harness_bench calls share: a supervised worker (a crash fails one
+    benchmark, not the session; the loaded model is kept between benchmarks), stopped at the end.
+    HARNESS_ISOLATION=inprocess runs it in the pytest process instead."""
+    from .measure import backend_for, env_isolated
+
+    backend = backend_for(None, isolated=env_isolated())
+    yield backend
+    backend.close()
+
+
 @pytest.fixture
-def harness_bench(benchmark: Any) -> Callable[..., dict]:
+def harness_bench(benchmark: Any, harness_engine: Any) -> Callable[..., dict]:
     """`harness_bench(*overrides)` runs one config point under `benchmark` (pedantic: rounds =
     bench.repetitions, warmup_rounds = bench.warmup) and returns what it put in extra_info:
     decode_tps / prefill_tps (tokens/s, means), decode_tps_weighted (tokens/s), ttft_ms / e2e_ms
-    (ms, means), n_gen_tokens (mean per repetition), energy_per_token_j (J; None), load_ms,
-    effective config, overrides. Once per test (pytest-benchmark's fixture allows one run).
-    A bad config fails the test with its one-line message; no llama_cpp skips it."""
+    (ms, means), decode_engine_ms / sampling_ms (ms, means), n_gen_tokens (mean per repetition),
+    energy_per_token_j (J, when telemetry measured energy), load_ms, effective config, overrides,
+    and `record`: the run record `harness run` would write for the point. Once per test
+    (pytest-benchmark's fixture allows one run). A bad config fails the test with its one-line
+    message; no llama_cpp skips it; an engine crash or timeout fails it."""
 
     def run(*overrides: str) -> dict:
-        return _run(benchmark, tuple(overrides))
+        return _run(benchmark, harness_engine, tuple(overrides))
 
     return run
 
 
 def _timing_path() -> tuple[str, str | None]:
-    """("native" | "python", why not native): native when harness.native says it is usable."""
+    """("native" | "python", why not native): harness.measure's choice for bench.timing=auto."""
     try:
-        from . import native
+        from .engine import native
 
-        usable, reason, _path = native.status()
-    except Exception as e:  # absent module, no status(), a library that does not load
+        st = native.status()
+    except Exception as e:  # a library that does not load
         return "python", f"native timing unavailable ({type(e).__name__}: {e})"
-    return ("native", None) if usable else ("python", str(reason))
+    return ("native", None) if st.usable else ("python", str(st.reason))
 
 
 @functools.lru_cache(maxsize=1)

@@ -98,13 +98,9 @@ def run(args: list[str], overrides: list[str], *, prog: str) -> int:
 
 
 def narrate(an, out: Path, setup):
-    """Run the agent for the report in `out` (its run goes to out/agent), the model unloaded after."""
-    from .. import engine  # loads llama_cpp: only when the agent runs
-
-    try:
-        return run_agent(an, setup.overrides, out / "agent", setup=setup)
-    finally:
-        engine.unload()  # now, with llama.cpp's teardown log captured, not at interpreter exit
+    """Run the agent for the report in `out` (its run goes to out/agent) on an engine worker of its
+    own, stopped after it (the model freed, llama.cpp's teardown in the worker's log)."""
+    return run_agent(an, setup.overrides, out / "agent", setup=setup)
 
 
 def summarize(result) -> int:

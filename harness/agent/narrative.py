@@ -198,7 +198,7 @@ def fit_facts(analysis, setup: AgentSetup, lm, sheet=None) -> FittedFacts:
 
 def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str = "agent", *,
               setup: AgentSetup | None = None, fitted: FittedFacts | None = None,
-              device_lock: dict | None = None) -> AgentResult:
+              device_lock: dict | None = None, backend=None) -> AgentResult:
     """Write the narrative of `analysis` with the configured local model and fact-check it.
 
     out_dir receives the run (run.json, tokens.csv, telemetry.csv), prompt.txt, narrative.md and
@@ -208,7 +208,8 @@ def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str =
     `fitted` (from fit_facts) gives the prompt instead of fitting it to this run's context: runs
     that are compared then do the same work; it must fit this context with agent.max_tokens.
     `device_lock`: the lock record of devices the caller already holds (measure_once takes them
-    otherwise)."""
+    otherwise). `backend`: the engine to run on (harness.measure.backend_for); by default a
+    supervised worker started for this call and stopped after it."""
     from .. import store
     from .measure import measure_once
 
@@ -231,7 +232,7 @@ def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str =
         return prompt, cfg
 
     measured = measure_once(setup.rc, setup.plan, out_dir, make_prompt, cfg=setup.cfg, overrides=setup.overrides,
-                            device_lock=device_lock)
+                            device_lock=device_lock, backend=backend)
     rec = measured.record.to_dict()
     f = given["fitted"]
     facts = f.facts if f is not None else ()

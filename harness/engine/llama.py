@@ -1,8 +1,9 @@
-"""The engine: llama-cpp-python loaded in-process, and the Python timing path.
+"""llama-cpp-python in this process: loading models, and the Python timing path.
 
-Only this module (and native.py) touches llama_cpp. A loaded model stays loaded for the next job
-of the same process when its LoadKey is equal; anything else reloads, and load time is measured
-separately from every repetition.
+Only the engine package touches llama_cpp. An `Engine` keeps its loaded model for the next point
+when the LoadKey is equal; anything else reloads, and load time is measured separately from every
+repetition. Sweeps run an Engine inside a supervised worker process (engine/worker.py), so that a
+llama.cpp abort costs one point, not the sweep.
 
 The Python timing path drives llama.cpp's C API through llama-cpp-python's ctypes bindings:
 prefill in n_batch chunks, then one llama_decode per token and a native sampler chain. It avoids
@@ -20,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .config import KV_TYPES, SamplingConfig
-from .plan import LoadKey, Plan
+from ..config import KV_TYPES, SamplingConfig
+from ..plan import LoadKey, Plan
 
 
 class EngineError(RuntimeError):
@@ -70,6 +71,11 @@ class LoadedModel:
     loads_in_process: int = 1
     flash_attn_effective: str | None = None  # what llama.cpp chose (auto resolves at load)
     load_log: str = ""  # what llama.cpp printed while loading (offload, KV cache, flash attention)
+    # What the context accepts: llama.cpp caps n_batch at the requested n_ctx and n_ubatch at
+    # n_batch, and rounds n_ctx up (256 cells); prompts are checked against the requested size.
+    n_batch: int = 0
+    n_ubatch: int = 0
+    n_ctx_limit: int = 0  # min(requested n_ctx, allocated n_ctx): what a prompt + generation may use
     _formatter: object = field(default=None, repr=False)
 
     # --- tokenizer adapter used by workload.py --------------------------------------------------
@@ -115,10 +121,6 @@ class LoadedModel:
 _BUILTIN_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma",
                       "llama": "llama3", "qwen2": "chatml", "qwen3": "chatml", "phi3": "phi3"}
 
-_current: LoadedModel | None = None
-_load_count = 0
-
-
 @contextmanager
 def _flash_attn_mode(mode: str):
     """llama-cpp-python's constructor maps flash_attn=False to DISABLED and has no 'auto'; for auto,
@@ -141,13 +143,26 @@ class _Captured:
 
 @contextmanager
 def _capture_stderr():
-    """Capture what the C library writes to file descriptor 2 while loading, for the record,
-    instead of letting it interleave with the progress display."""
+    """What the C library writes to file descriptor 2 during the block, for the record. When fd 2
+    is a regular file (the engine worker's log) the text stays there too and is read back from
+    the offset at the start, so that an abort inside the block leaves its last words in the log
+    the supervisor reads; otherwise fd 2 is pointed at a temporary file for the block, so that
+    llama.cpp's lines do not interleave with the progress display."""
+    import stat
     import sys
     import tempfile
 
     cap = _Captured()
     sys.stderr.flush()
+    if stat.S_ISREG(os.fstat(2).st_mode):
+        start = os.lseek(2, 0, os.SEEK_END)
+        try:
+            yield cap
+        finally:
+            sys.stderr.flush()
+            end = os.lseek(2, 0, os.SEEK_END)
+            cap.text = os.pread(2, max(0, end - start), start).decode("utf-8", errors="replace")
+        return
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         os.dup2(tmp.fileno(), 2)
@@ -161,27 +176,42 @@ def _capture_stderr():
             cap.text = tmp.read().decode("utf-8", errors="replace")
 
 
-def unload() -> None:
-    """Free the loaded model (if any). Safe to call twice."""
-    global _current
-    if _current is not None:
-        try:
-            with _capture_stderr():
-                _current.llm.close()
-        finally:
-            _current = None
+class Engine:
+    """The loaded model of this process (at most one) and how many loads it has done. A load with
+    the same LoadKey as the loaded model reuses it."""
+
+    def __init__(self) -> None:
+        self.current: LoadedModel | None = None
+        self.loads = 0
+
+    def unload(self) -> None:
+        """Free the loaded model (if any). Safe to call twice."""
+        if self.current is not None:
+            try:
+                with _capture_stderr():
+                    self.current.llm.close()
+            finally:
+                self.current = None
+
+    def load(self, plan: Plan) -> tuple[LoadedModel, bool]:
+        """Load the model for `plan`, or reuse the loaded one when its LoadKey is equal.
+
+        Returns (model, reused). Load time (model + context creation) is in `model.load_ms`.
+        """
+        return self.load_key(plan.load_key, plan.gguf.architecture)
+
+    def load_key(self, key: LoadKey, architecture: str) -> tuple[LoadedModel, bool]:
+        if self.current is not None and self.current.key == key:
+            return self.current, True
+        self.unload()
+        lm = _load(key, architecture)
+        self.loads += 1
+        lm.loads_in_process = self.loads
+        self.current = lm
+        return lm, False
 
 
-def load(plan: Plan) -> tuple[LoadedModel, bool]:
-    """Load the model for `plan`, or reuse the loaded one when its LoadKey is equal.
-
-    Returns (model, reused). Load time (model + context creation) is in `model.load_ms`.
-    """
-    global _current, _load_count
-    key = plan.load_key
-    if _current is not None and _current.key == key:
-        return _current, True
-    unload()
+def _load(key: LoadKey, architecture: str) -> LoadedModel:
     lc = _llama_cpp()
     t0 = time.perf_counter_ns()
     try:
@@ -198,24 +228,27 @@ def load(plan: Plan) -> tuple[LoadedModel, bool]:
         raise EngineError(f"failed to load {key.model_path} (n_ctx={key.n_ctx}, "
                           f"n_gpu_layers={key.n_gpu_layers}): {e}" + (f" [llama.cpp: {tail}]" if tail else "")) from e
     load_ms = (time.perf_counter_ns() - t0) / 1e6
-    _load_count += 1
     vocab = lc.llama_model_get_vocab(llm._model.model)
     n_vocab = int(lc.llama_vocab_n_tokens(vocab))
     eog = tuple(t for t in range(n_vocab) if lc.llama_vocab_is_eog(vocab, t))
     bos = int(lc.llama_vocab_bos(vocab))
     eos = int(lc.llama_vocab_eos(vocab))
-    _current = LoadedModel(
-        llm=llm, key=key, load_ms=load_ms, n_ctx=int(lc.llama_n_ctx(llm._ctx.ctx)), n_vocab=n_vocab,
+    ctx = llm._ctx.ctx
+    n_ctx = int(lc.llama_n_ctx(ctx))
+    fa_seen = re.search(r"Flash Attention (enabled|disabled)", load_log.text)
+    lm = LoadedModel(
+        llm=llm, key=key, load_ms=load_ms, n_ctx=n_ctx, n_vocab=n_vocab,
         eog_tokens=eog, bos_token=bos, chat_template=llm.metadata.get("tokenizer.chat_template"),
-        architecture=plan.gguf.architecture,
+        architecture=architecture,
         bos_text=llm._model.token_get_text(bos) if bos >= 0 else "",
         eos_text=llm._model.token_get_text(eos) if eos >= 0 else "",
-        loads_in_process=_load_count, load_log=load_log.text,
+        load_log=load_log.text,
+        flash_attn_effective={"enabled": "on", "disabled": "off"}[fa_seen.group(1)] if fa_seen else None,
+        n_batch=int(lc.llama_n_batch(ctx)), n_ubatch=int(lc.llama_n_ubatch(ctx)),
+        n_ctx_limit=min(n_ctx, key.n_ctx),
     )
-    fa_seen = re.search(r"Flash Attention (enabled|disabled)", load_log.text)
-    _current.flash_attn_effective = {"enabled": "on", "disabled": "off"}[fa_seen.group(1)] if fa_seen else None
     llm.verbose = False  # keep llama-cpp-python quiet after the load
-    return _current, False
+    return lm
 
 
 @dataclass(frozen=True)
@@ -267,9 +300,11 @@ def prompt_tokens(lm: LoadedModel, text: str | None, tokens: Sequence[int] | Non
     prompt = list(tokens) if tokens is not None else lm.tokenize(text or "", add_bos)
     if not prompt:
         raise EngineError("empty prompt")
-    if len(prompt) + max_tokens > lm.n_ctx:
+    limit = lm.n_ctx_limit or lm.n_ctx
+    if len(prompt) + max_tokens > limit:
+        allocated = f" (llama.cpp allocated {lm.n_ctx})" if lm.n_ctx != limit else ""
         raise PromptTooLong(f"prompt of {len(prompt)} tokens + {max_tokens} to generate does not fit "
-                            f"in n_ctx={lm.n_ctx}")
+                            f"in n_ctx={limit}{allocated}")
     return prompt
 
 
@@ -298,7 +333,7 @@ def generate(lm: LoadedModel, *, text: str | None, tokens: Sequence[int] | None,
         prompt = prompt_tokens(lm, text, tokens, add_bos, max_tokens)
         n_prompt = len(prompt)
         arr = (lc.llama_token * n_prompt)(*prompt)
-        step = lm.key.n_batch
+        step = lm.n_batch or lm.key.n_batch  # the effective batch: llama.cpp asserts on more
         size = ctypes.sizeof(lc.llama_token)
         for i in range(0, n_prompt, step):
             m = min(step, n_prompt - i)
@@ -366,6 +401,7 @@ class ExtraContext:
     n_ctx: int
     n_threads: int
     n_threads_batch: int
+    n_batch: int = 0  # what this context accepts per llama_decode
 
 
 class _ContextView:
@@ -396,7 +432,7 @@ def new_context(lm: LoadedModel, *, n_threads: int, n_threads_batch: int | None 
         tail = " | ".join(log.text.strip().splitlines()[-3:])
         raise EngineError(f"failed to create a context (n_ctx={params.n_ctx})" + (f" [llama.cpp: {tail}]" if tail else ""))
     return ExtraContext(ctx=ctx, n_ctx=int(lc.llama_n_ctx(ctx)), n_threads=params.n_threads,
-                        n_threads_batch=params.n_threads_batch)
+                        n_threads_batch=params.n_threads_batch, n_batch=int(lc.llama_n_batch(ctx)))
 
 
 def set_threads(ec: ExtraContext, n_threads: int, n_threads_batch: int | None = None) -> None:
@@ -420,7 +456,8 @@ def context_view(lm: LoadedModel, ec: ExtraContext) -> LoadedModel:
     token ids (tokens=...), tokenised beforehand with `lm`."""
     from dataclasses import replace
 
-    return replace(lm, llm=_ContextView(lm.llm, ec.ctx), n_ctx=ec.n_ctx, _formatter=None)
+    return replace(lm, llm=_ContextView(lm.llm, ec.ctx), n_ctx=ec.n_ctx, n_ctx_limit=ec.n_ctx,
+                   n_batch=ec.n_batch or lm.n_batch, _formatter=None)
 
 
 def releases_gil() -> bool:

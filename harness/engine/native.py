@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from . import engine
-from .config import SamplingConfig
+from ..config import SamplingConfig
+from . import llama as engine
 
 ABI_VERSION = 1  # must equal HARNESS_NATIVE_ABI in native/harness_native.c
 ENV_VAR = "HARNESS_NATIVE_LIB"
 LIB_NAME = "libharness_native.so"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Return codes of harness_native_generate (native/harness_native.c).
 _E_ARGS, _E_NO_FIT, _E_SAMPLER, _E_DECODE = -1, -2, -3, -1000
@@ -66,7 +66,7 @@ def installed_llama_h() -> Path:
     return Path(lc.__file__).resolve().parent.parent / "include" / "llama.h"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     st = path.stat()  # status() runs before every repetition: hash a given file version once
     return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
 
@@ -79,7 +79,7 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 _LIBS: dict[str, ctypes.CDLL] = {}
 
 
-def _open(path: Path) -> ctypes.CDLL:
+def open_library(path: Path) -> ctypes.CDLL:
     """Load (once per path) and declare the C ABI. llama_cpp is imported first, so the library
     binds to the libllama that llama-cpp-python already loaded."""
     key = str(path)
@@ -107,7 +107,7 @@ def status() -> NativeStatus:
         how = "" if os.environ.get(ENV_VAR) else " (build it with `make native`)"
         return NativeStatus(False, f"library not found: {where}{how}", str(path))
     try:
-        lib = _open(path)
+        lib = open_library(path)
         abi = int(lib.harness_native_abi_version())
         built = (lib.harness_native_llama_build() or b"").decode(errors="replace")
     except (OSError, AttributeError) as e:
@@ -117,7 +117,7 @@ def status() -> NativeStatus:
                                    f"{ABI_VERSION} (rebuild with `make native`)", str(path))
     header = installed_llama_h()
     try:
-        installed = _sha256(header)
+        installed = sha256_of(header)
     except OSError as e:
         return NativeStatus(False, f"cannot read the installed llama.h ({header}): {e}", str(path))
     if built != installed:
@@ -132,7 +132,7 @@ def _usable_lib() -> ctypes.CDLL:
     st = status()
     if not st.usable:
         raise NativeUnavailable(st.reason)
-    return _open(Path(st.path))
+    return open_library(Path(st.path))
 
 
 def generate(lm: engine.LoadedModel, *, text: str | None, tokens: Sequence[int] | None, add_bos: bool,
@@ -156,7 +156,7 @@ def generate(lm: engine.LoadedModel, *, text: str | None, tokens: Sequence[int] 
     t_request = time.perf_counter_ns()
     prompt = engine.prompt_tokens(lm, text, tokens, add_bos, max_tokens)
     arr = (ctypes.c_int32 * len(prompt))(*prompt)
-    rc = lib.harness_native_generate(ctx, arr, len(prompt), lm.key.n_batch, ctypes.byref(sp), max_tokens,
+    rc = lib.harness_native_generate(ctx, arr, len(prompt), lm.n_batch, ctypes.byref(sp), max_tokens,
                                      out_tokens, out_t, out_decode, out_sample, ctypes.byref(t_req_native),
                                      ctypes.byref(t_prefill), ctypes.byref(n_gen))
     if rc != 0:

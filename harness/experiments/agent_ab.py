@@ -111,18 +111,17 @@ def lock_devices(setups: dict) -> dict:
     return lock | {"allow_shared_device": allow}
 
 
-def fit_prompt(analysis, setups: dict):
+def fit_prompt(analysis, setups: dict, backend):
     """The one facts prompt of both variants: fitted with the model of the variant with the
     smallest context, to that context less agent.max_tokens. Returns (FittedFacts, label)."""
-    from .. import engine
     from ..agent.narrative import fit_facts
 
     label = min(VARIANTS, key=lambda v: setups[v].plan.n_ctx_effective)
+    plan = setups[label].plan
     try:
-        lm, _ = engine.load(setups[label].plan)
-        return fit_facts(analysis, setups[label], lm), label
+        return fit_facts(analysis, setups[label], backend.model(plan.load_key, plan.gguf.architecture)), label
     finally:
-        engine.unload()
+        backend.unload()
 
 
 def _sample(res, wall_ms: float) -> dict:
@@ -140,6 +139,8 @@ def run(cfg: dict, spec: AgentABSpec, prepared: dict) -> int:
     """Run the repetitions, write the experiment folder, print where it is. Returns the exit code
     (1 when a repetition failed, after writing everything that was measured)."""
     from .. import engine
+    from ..engine.backend import error_type
+    from ..measure import backend_for, env_isolated
 
     out = report.new_folder(prepared["results_dir"], NAME)
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -151,13 +152,14 @@ def run(cfg: dict, spec: AgentABSpec, prepared: dict) -> int:
     samples: list[dict] = []
     state: dict = {"lock": None, "fitted": None, "fitted_by": None}
     error = None
+    backend = backend_for(setups["A"].rc, isolated=env_isolated())  # one engine worker for both variants
     try:
-        _measure(spec, analysis, setups, out, samples, state)
+        _measure(spec, analysis, setups, out, samples, state, backend)
     except Exception as e:  # the run boundary: a busy device or a prompt that fits no variant is recorded
-        error = f"{type(e).__name__}: {e}"
+        error = f"{error_type(e)}: {e}"
         print(f"{NAME}: failed: {error}", file=sys.stderr)
     finally:
-        engine.unload()
+        backend.close()
         from .. import devicelock
 
         devicelock.release_all()
@@ -193,25 +195,25 @@ def run(cfg: dict, spec: AgentABSpec, prepared: dict) -> int:
     return 1 if failed else 0
 
 
-def _measure(spec: AgentABSpec, analysis, setups: dict, out, samples: list, state: dict) -> None:
+def _measure(spec: AgentABSpec, analysis, setups: dict, out, samples: list, state: dict, backend) -> None:
     """Lock the devices, fit the prompt, run the warm-up and the alternating repetitions."""
-    from .. import engine
     from ..agent.narrative import run_agent
 
     lock = state["lock"] = lock_devices(setups)
-    fitted, state["fitted_by"] = fit_prompt(analysis, setups)
+    fitted, state["fitted_by"] = fit_prompt(analysis, setups, backend)
     state["fitted"] = fitted
     run_lock = {k: v for k, v in lock.items() if k != "allow_shared_device"}
     for i in range(spec.warmup):
         for label in VARIANTS:
             run_agent(analysis, out_dir=out / "warmup" / f"{label}-{i}", setup=setups[label], fitted=fitted,
-                      device_lock=run_lock)
+                      device_lock=run_lock, backend=backend)
     for r in range(spec.repetitions):
         for label in (VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))):
-            engine.unload()  # every repetition loads afresh: load time is measured per repetition
+            backend.unload()  # every repetition loads afresh: load time is measured per repetition
             run_dir = out / "runs" / f"{label}-{r}"
             t0 = time.perf_counter_ns()
-            res = run_agent(analysis, out_dir=run_dir, setup=setups[label], fitted=fitted, device_lock=run_lock)
+            res = run_agent(analysis, out_dir=run_dir, setup=setups[label], fitted=fitted, device_lock=run_lock,
+                            backend=backend)
             wall = (time.perf_counter_ns() - t0) / 1e6
             s = {"rep": r, "variant": label, "run_dir": os.path.relpath(run_dir, out), **_sample(res, wall)}
             samples.append(s)

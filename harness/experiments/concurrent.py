@@ -121,13 +121,39 @@ def summary(rounds: list[dict], ks: Sequence[int]) -> list[dict]:
 
 # --- running ------------------------------------------------------------------------------------
 
-def _generate_fn(timing: str):
-    """(timing path, generate function) for bench.timing (native unusable was refused in preflight)."""
-    from .. import engine, native
+def engine_rounds(lm, timing: str, tokens: Sequence[int], sampling, max_tokens: int, n_ctx: int,
+                  kmax_threads: int, warmup_seeds: Sequence[Sequence[int]], schedule: Sequence[tuple]) -> dict:
+    """The engine side, run where the model is loaded (the engine worker, through backend.call):
+    max K contexts on `lm`, the warm-up rounds, then every round of `schedule` ((rep, k, threads,
+    seeds) in order). Returns {"n_ctx": per context, "rounds": [(common start ns, per agent RawRep
+    or a RemoteError)]}: plain data across the process boundary."""
+    from .. import engine
+    from ..engine.backend import RemoteError
 
-    if timing == "python" or not native.status().usable:
-        return "python", engine.generate
-    return "native", native.generate
+    generate = engine.generate
+    if timing == "native":
+        from ..engine import native
+
+        generate = native.generate
+    kmax = max((k for _, k, _, _ in schedule), default=len(warmup_seeds[0]) if warmup_seeds else 1)
+    contexts = []
+    out: dict = {"n_ctx": None, "rounds": []}
+    try:
+        for _ in range(kmax):
+            contexts.append(engine.new_context(lm, n_threads=kmax_threads, n_ctx=n_ctx))
+        out["n_ctx"] = contexts[0].n_ctx
+        for seeds in warmup_seeds:
+            run_round(lm, contexts, tokens, sampling, seeds, max_tokens, generate)
+        for _rep, k, threads, seeds in schedule:
+            for ec in contexts[:k]:
+                engine.set_threads(ec, threads)
+            t0, results = run_round(lm, contexts[:k], tokens, sampling, seeds, max_tokens, generate)
+            out["rounds"].append((t0, [RemoteError(type(r).__name__, str(r)) if isinstance(r, BaseException) else r
+                                       for r in results]))
+    finally:
+        for ec in contexts:
+            engine.free_context(ec)
+    return out
 
 
 def run_round(lm, contexts, tokens: Sequence[int], sampling, seeds: Sequence[int], max_tokens: int,
@@ -164,7 +190,9 @@ def run_round(lm, contexts, tokens: Sequence[int], sampling, seeds: Sequence[int
 
 
 def _round_record(rep: int, k: int, threads: int, seeds, t0: int, results: list) -> dict:
-    errors = [f"agent {i}: {type(r).__name__}: {r}" for i, r in enumerate(results) if isinstance(r, BaseException)]
+    from ..engine.backend import error_type
+
+    errors = [f"agent {i}: {error_type(r)}: {r}" for i, r in enumerate(results) if isinstance(r, BaseException)]
     rec = {"rep": rep, "k": k, "threads_per_agent": threads, "status": "failed" if errors else "ok",
            "error": "; ".join(errors) or None, "agents": []}
     if errors:
@@ -188,22 +216,27 @@ def run(cfg: dict, spec: ConcurrentSpec, rc, plan) -> int:
     round failed or the model or a context could not be set up (recorded in experiment.json with
     everything measured before it)."""
     from .. import engine
+    from ..engine.backend import error_type
+    from ..measure import backend_for, env_isolated, timing_path
     from ..plan import default_threads
 
     out = report.new_folder(rc.results_dir, NAME)
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     load_before = report.machine_load()
-    timing, generate = _generate_fn(rc.bench.timing)
+    timing, _native = timing_path(rc.bench.timing)
     cores = default_threads()
     for msg in plan.warnings:
         print(f"warning: {msg}", file=sys.stderr)
     state: dict = {"rounds": [], "lm": None, "prompt": None, "n_ctx": None, "lock": None}
     error = None
+    backend = backend_for(rc, isolated=env_isolated())
     try:
-        _measure(spec, rc, plan, generate, cores, state)
-    except Exception as e:  # the run boundary: a load or context failure is recorded, not a traceback
-        error = f"{type(e).__name__}: {e}"
+        _measure(spec, rc, plan, backend, timing, cores, state)
+    except Exception as e:  # the run boundary: a load, context or worker failure is recorded, not a traceback
+        error = f"{error_type(e)}: {e}"
         print(f"{NAME}: failed: {error}", file=sys.stderr)
+    finally:
+        backend.close()
     rounds, lm, prompt = state["rounds"], state["lm"], state["prompt"]
     rows = summary(rounds, spec.k)
     failed = error is not None or any(r["status"] != "ok" for r in rounds)
@@ -214,7 +247,7 @@ def run(cfg: dict, spec: ConcurrentSpec, rc, plan) -> int:
         "spec": asdict(spec), "config": cfg,
         "setup": {"timing_path": timing, "physical_cores": cores, "gil_released": engine.releases_gil(),
                   "model_path": plan.model_path, "n_ctx_per_context": state["n_ctx"],
-                  "load_ms": lm.load_ms if lm else None, "prompt": prompt.summary() if prompt else {},
+                  "load_ms": lm.info.load_ms if lm else None, "isolated": backend.isolated, "prompt": prompt.summary() if prompt else {},
                   "workload": rc.workload.name, "max_tokens": rc.workload.max_tokens, "ignore_eos": True,
                   "engine": engine.engine_info(), "warnings": list(plan.warnings), "device_lock": state["lock"],
                   "machine_load_before": load_before, "machine_load_after": report.machine_load()},
@@ -227,12 +260,12 @@ def run(cfg: dict, spec: ConcurrentSpec, rc, plan) -> int:
     return 1 if failed else 0
 
 
-def _measure(spec: ConcurrentSpec, rc, plan, generate, cores: int, state: dict) -> None:
-    """Load, make the contexts, warm up, and run every round into state["rounds"]."""
-    from .. import engine
-    from ..workload import build_prompt
-
+def _measure(spec: ConcurrentSpec, rc, plan, backend, timing: str, cores: int, state: dict) -> None:
+    """Load, build the prompt, then run the contexts, the warm-up and every round in the engine's
+    process (engine_rounds) into state["rounds"]. The whole schedule runs in one engine request:
+    bench.point_timeout_s bounds it as a whole."""
     from .. import devicelock
+    from ..workload import build_prompt
 
     s, w = rc.sampling, rc.workload
     # The devices are held as a sweep point holds them, right before the load (DeviceBusy when
@@ -240,35 +273,30 @@ def _measure(spec: ConcurrentSpec, rc, plan, generate, cores: int, state: dict) 
     lock = state["lock"] = devicelock.hold_for(plan, rc.bench.allow_shared_device)
     for k, pid in lock["shared_with"].items():
         print(f"warning: device {k} is shared with another harness job (pid {pid})", file=sys.stderr)
-    lm = state["lm"] = engine.load(plan)[0]
+    lm = state["lm"] = backend.model(plan.load_key, plan.gguf.architecture)
     prompt = state["prompt"] = build_prompt(w, lm, s.seed)
     tokens = list(prompt.tokens) if prompt.tokens is not None else lm.tokenize(prompt.text, prompt.add_bos)
     kmax = max(spec.k)
-    contexts = []
-    try:
-        for _ in range(kmax):
-            contexts.append(engine.new_context(lm, n_threads=threads_per_agent(kmax, spec.threads_per_agent, cores),
-                                               n_ctx=plan.n_ctx_effective))
-        state["n_ctx"] = contexts[0].n_ctx
-        for i in range(spec.warmup):
-            run_round(lm, contexts, tokens, s, [s.seed + 1_000_000 + j for j in range(kmax)], w.max_tokens, generate)
-        for r in range(spec.repetitions):
-            for k in (spec.k if r % 2 == 0 else tuple(reversed(spec.k))):
-                threads = threads_per_agent(k, spec.threads_per_agent, cores)
-                for ec in contexts[:k]:
-                    engine.set_threads(ec, threads)
-                seeds = [s.seed + r + 1000 * i for i in range(k)]
-                t0, results = run_round(lm, contexts[:k], tokens, s, seeds, w.max_tokens, generate)
-                rec = _round_record(r, k, threads, seeds, t0, results)
-                state["rounds"].append(rec)
-                if rec["status"] != "ok":
-                    print(f"{NAME}: rep {r + 1}/{spec.repetitions} K={k} failed: {rec['error']}", file=sys.stderr)
-                else:
-                    print(f"{NAME}: rep {r + 1}/{spec.repetitions} K={k}: aggregate "
-                          f"{rec['aggregate_tps']:.1f} tok/s", file=sys.stderr)
-    finally:
-        for ec in contexts:
-            engine.free_context(ec)
+    schedule = []
+    for r in range(spec.repetitions):
+        for k in (spec.k if r % 2 == 0 else tuple(reversed(spec.k))):
+            schedule.append((r, k, threads_per_agent(k, spec.threads_per_agent, cores),
+                             [s.seed + r + 1000 * i for i in range(k)]))
+    warmup = [[s.seed + 1_000_000 + j for j in range(kmax)] for _ in range(spec.warmup)]
+    limit = rc.bench.point_timeout_s  # per round: the one request gets that much per round
+    print(f"{NAME}: {len(schedule)} rounds of up to K={kmax} agents, {spec.warmup} warm-up", file=sys.stderr)
+    res = backend.call("harness.experiments.concurrent:engine_rounds", timing, tokens, s, w.max_tokens,
+                       plan.n_ctx_effective, threads_per_agent(kmax, spec.threads_per_agent, cores), warmup, schedule,
+                       timeout_s=None if limit is None else limit * (len(schedule) + len(warmup) + 1))
+    state["n_ctx"] = res["n_ctx"]
+    for (r, k, threads, seeds), (t0, results) in zip(schedule, res["rounds"]):
+        rec = _round_record(r, k, threads, seeds, t0, results)
+        state["rounds"].append(rec)
+        if rec["status"] != "ok":
+            print(f"{NAME}: rep {r + 1}/{spec.repetitions} K={k} failed: {rec['error']}", file=sys.stderr)
+        else:
+            print(f"{NAME}: rep {r + 1}/{spec.repetitions} K={k}: aggregate "
+                  f"{rec['aggregate_tps']:.1f} tok/s", file=sys.stderr)
 
 
 def _print_table(rows: list[dict]) -> None:

@@ -7,15 +7,24 @@ import os
 
 
 class Host:
-    def __init__(self) -> None:
+    """Readings of the host and of one process: this one, or the engine worker's (`watch`)."""
+
+    def __init__(self, pid: int | None = None) -> None:
         import psutil
 
         self._psutil = psutil
-        self._proc = psutil.Process(os.getpid())
-        # cpu_percent() measures since the previous call: prime both counters now.
-        self._proc.cpu_percent(None)
-        psutil.cpu_percent(None)
         self.unsupported: dict[str, str] = {}
+        self.watch(pid or os.getpid())
+        psutil.cpu_percent(None)  # cpu_percent() measures since the previous call: prime it now
+
+    def watch(self, pid: int) -> None:
+        """Read process figures (CPU, RSS) of `pid` from now on."""
+        self.pid = pid
+        try:
+            self._proc = self._psutil.Process(pid)
+            self._proc.cpu_percent(None)
+        except self._psutil.Error:
+            self._proc = None
 
     def _temp_c(self) -> float | None:
         if "cpu_temp" in self.unsupported:
@@ -48,10 +57,16 @@ class Host:
 
     def read(self) -> dict:
         vm = self._psutil.virtual_memory()
+        cpu = rss = None
+        if self._proc is not None:
+            try:
+                cpu, rss = self._proc.cpu_percent(None), self._proc.memory_info().rss / 2**20
+            except self._psutil.Error:  # the process ended (an engine worker that died): no reading
+                self._proc = None
         return {
-            "proc_cpu_pct": self._proc.cpu_percent(None),
+            "proc_cpu_pct": cpu,
             "sys_cpu_pct": self._psutil.cpu_percent(None),
-            "proc_rss_mib": self._proc.memory_info().rss / 2**20,
+            "proc_rss_mib": rss,
             "sys_mem_used_mib": (vm.total - vm.available) / 2**20,
             "cpu_freq_mhz": self._freq_mhz(),
             "cpu_temp_c": self._temp_c(),

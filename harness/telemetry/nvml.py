@@ -152,6 +152,7 @@ class Device:
     unsupported: dict = field(default_factory=dict)
     power_source: str | None = None  # "instant" | "average"
     n_fans: int = 0
+    pid: int | None = None  # the process whose VRAM is "own" (None: this process)
 
     @classmethod
     def open(cls, which: int | str) -> "Device":
@@ -255,7 +256,7 @@ class Device:
         fans = [f for f in fans if f is not None]
         throttle = self._optional("throttle", pynvml.nvmlDeviceGetCurrentClocksEventReasons, h)
         procs = self._optional("processes", pynvml.nvmlDeviceGetComputeRunningProcesses, h)
-        me = os.getpid()
+        me = self.pid or os.getpid()  # the process measured (the engine worker's, see Sampler.watch)
         own = [p.usedGpuMemory for p in procs or () if p.pid == me and p.usedGpuMemory is not None]
         others = [(p.pid, (p.usedGpuMemory or 0) / 2**20) for p in procs or () if p.pid != me]
         return {

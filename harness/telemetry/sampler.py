@@ -54,6 +54,20 @@ class Sampler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The process whose own readings (CPU, RSS, VRAM) are sampled; None: this process."""
+        return self._pid
+
+    def watch(self, pid: int) -> None:
+        """Sample the per-process readings of `pid` (the engine worker) instead of this process."""
+        self._pid = pid
+        if self.gpu is not None:
+            self.gpu.pid = pid
+        if self.host is not None:
+            self.host.watch(pid)
 
     # --- sampling -------------------------------------------------------------------------------
     def sample(self, kind: str = "mark") -> int:

@@ -23,12 +23,18 @@ def _cfg(**overrides) -> dict:
 
 
 @pytest.fixture(scope="module")
-def loaded(model_path):
+def eng():
+    e = engine.Engine()
+    yield e
+    e.unload()
+
+
+@pytest.fixture(scope="module")
+def loaded(model_path, eng):
     rc = validate(_cfg(runtime__n_ctx=512))
     plan = make_plan(rc, gpu_offload_supported=engine.gpu_offload_supported(), model_path=model_path)
-    lm, reused = engine.load(plan)
-    yield rc, plan, lm, reused
-    engine.unload()
+    lm, reused = eng.load(plan)
+    return rc, plan, lm, reused
 
 
 def _gen(lm, rc, prompt, seed=1, max_tokens=12, ignore_eos=True, sampling=None):
@@ -37,12 +43,12 @@ def _gen(lm, rc, prompt, seed=1, max_tokens=12, ignore_eos=True, sampling=None):
                            ignore_eos=ignore_eos)
 
 
-def test_load_is_timed_and_reused_for_equal_keys(loaded, model_path):
+def test_load_is_timed_and_reused_for_equal_keys(loaded, eng):
     rc, plan, lm, reused = loaded
     assert reused is False and lm.load_ms > 0
     assert lm.n_ctx >= 512 and lm.n_vocab == 262144
     assert lm.eog_tokens  # gemma has end-of-generation tokens (eos, end_of_turn)
-    again, reused2 = engine.load(plan)
+    again, reused2 = eng.load(plan)
     assert reused2 is True and again is lm
 
 
@@ -118,10 +124,11 @@ def test_full_offload_on_a_cuda_build(model_path):
     rc = validate(_cfg(runtime__n_ctx=512, runtime__require_gpu=True))
     plan = make_plan(rc, gpu_offload_supported=True, model_path=model_path)
     assert plan.n_gpu_layers_effective == plan.gguf.n_layers + 1
-    lm, _ = engine.load(plan)
+    eng = engine.Engine()
+    lm, _ = eng.load(plan)
     try:
         assert "CUDA" in lm.load_log
         raw = _gen(lm, rc, build_prompt(rc.workload, lm, seed=0), max_tokens=16)
         assert len(raw.token_ids) == 16
     finally:
-        engine.unload()
+        eng.unload()

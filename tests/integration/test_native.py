@@ -1,4 +1,4 @@
-"""The native timing path (native/harness_native.c through harness/native.py), on the real default
+"""The native timing path (native/harness_native.c through harness/engine/native.py), on the real default
 model: it builds against the installed llama.cpp, decodes greedily to the same tokens as the Python
 path, times every token, is refused when built against something else, and the harness falls back
 to the Python path (auto) or stops with one line (bench.timing=native) when it is missing."""
@@ -16,7 +16,8 @@ import pytest
 from conftest import ROOT, TINY, load_schema
 from jsonschema import Draft202012Validator
 
-from harness import engine, native
+from harness import engine
+from harness.engine import native
 from harness.config import SamplingConfig, validate
 from harness.hydra_conf import compose
 from harness.plan import make_plan
@@ -61,9 +62,10 @@ def use_lib(lib_path, monkeypatch) -> Path:
 def loaded(model_path):
     rc = validate(compose(["runtime.n_ctx=512"]))
     plan = make_plan(rc, gpu_offload_supported=engine.gpu_offload_supported(), model_path=model_path)
-    lm, _ = engine.load(plan)
+    eng = engine.Engine()
+    lm, _ = eng.load(plan)
     yield rc, lm
-    engine.unload()
+    eng.unload()
 
 
 def _both(lm, prompt, sampling, *, seed=1, max_tokens=32, ignore_eos=True):
@@ -78,10 +80,10 @@ def test_built_library_is_usable_and_names_what_it_was_built_against(use_lib):
     st = native.status()
     assert st.usable, st.reason
     assert st.path == str(use_lib)
-    lib = native._open(use_lib)
+    lib = native.open_library(use_lib)
     assert lib.harness_native_abi_version() == native.ABI_VERSION
     built = lib.harness_native_llama_build().decode()
-    assert built == native._sha256(native.installed_llama_h()) and len(built) == 64
+    assert built == native.sha256_of(native.installed_llama_h()) and len(built) == 64
 
 
 def test_library_links_to_the_llama_cpp_of_llama_cpp_python(use_lib):

@@ -105,3 +105,23 @@ def test_skips_without_llama_cpp(bench_dir):
     result.stdout.fnmatch_lines(["*harness_bench needs llama-cpp-python*simulated: llama_cpp is not installed*"])
     h = json.loads((bench_dir.path / "out.json").read_text())["machine_info"]["harness"]
     assert h["engine"] is None and re.fullmatch(r"[0-9a-f]{64}", h["model_sha256"])
+
+
+def test_a_hung_engine_fails_one_benchmark_and_the_session_goes_on(bench_dir, monkeypatch):
+    """The first generate request never gets an answer (the worker stops itself): that benchmark
+    fails with the timeout, a fresh worker serves the next one."""
+    monkeypatch.setenv("HARNESS_WORKER_PAUSE", "generate:1")
+    bench_dir.makepyfile(test_tiny=f"""
+def test_first(harness_bench):
+    harness_bench({", ".join(repr(o) for o in TINY)}, "bench.point_timeout_s=2")
+
+
+def test_second(harness_bench):
+    info = harness_bench({", ".join(repr(o) for o in TINY)})
+    assert info["n_gen_tokens"] == 8 and info["record"]["status"] == "ok"
+""")
+    result = bench_dir.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "WorkerTimeout during warmup: timeout: no progress for 2 s during generate" in out
+    assert "Traceback" not in out

@@ -232,3 +232,15 @@ def test_no_varying_param_means_no_comparisons():
     rows = runs_of([100.0, 101.0, 102.0], run_prefix="a", temperature=0.2)
     assert effects(table.frame(rows)) == []
     assert effects(pd.DataFrame(columns=list(table.NAMES))) == []
+
+
+def test_values_too_large_for_float_arithmetic_raise_no_warning():
+    import warnings
+
+    rows = runs_of([1e308, 1e308, 1e308, 1.7e308], run_prefix="a", per_run=2, temperature=0.2)
+    rows += runs_of([1e308, 1.5e308, 1.6e308, 1.7e308], run_prefix="b", per_run=2, temperature=0.8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        comps = effects(table.frame(rows))
+        effect_summary(comps)
+    assert comps and not any(c["significant"] for c in comps)

@@ -134,7 +134,7 @@ def test_effective_paths_exist_in_a_real_plan():
     from harness.plan import make_plan
 
     plan = make_plan(RunConfig.from_dict(_config()), gpu_offload_supported=False, model_path=REAL_MODEL)
-    # The runner adds the thread counts it loaded with (runner._measure) once the model is loaded.
+    # The runner adds the thread counts it loaded with (harness.measure.Point.load) once the model is loaded.
     rec = {"effective": plan.effective_dict() | {"n_threads": plan.load_key.n_threads}}
     for f in FIELDS:
         if f.path[0] == "effective":
@@ -167,3 +167,14 @@ def test_fmt_values(name, value, expected):
 @pytest.mark.parametrize("value", ["n/a", [1, 2], {"a": 1}])
 def test_fmt_falls_back_to_str(value):
     assert fmt(BY_NAME["ttft_ms_mean"], value) == str(value)
+
+
+# --- reused loads ---------------------------------------------------------------------------------------
+
+def test_reused_load_shows_no_load_time_and_says_reused():
+    r = row({**MINIMAL, "load": {"load_ms": 812.0, "reused": True}})
+    assert r["load_ms"] is None and r["load_reused"] is True
+    assert fields.cell(BY_NAME["load_ms"], r) == "reused"
+    fresh = row({**MINIMAL, "load": {"load_ms": 812.0, "reused": False}})
+    assert fresh["load_ms"] == 812.0 and fields.cell(BY_NAME["load_ms"], fresh) == "812"
+    assert fields.cell(BY_NAME["load_ms"], row(MINIMAL)) == "-"  # unknown is not "reused"

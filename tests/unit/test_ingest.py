@@ -474,3 +474,71 @@ def test_summary_counts_and_latest_mtime(root):
 def test_summary_of_nothing():
     s = ingest([]).summary()
     assert (s["rows"], s["failed_rows"], s["n_files"], s["latest_mtime"]) == (0, 0, 0, None)
+
+
+# --- implausible values ---------------------------------------------------------------------------------
+
+ABSURD_CSV = """num_gpu,num_ctx,temperature,config_name,ttft_s,tokens_s,load_s,prompt_eval_s,eval_s,eval_count,error
+999,2048,0.7,a,0.1,1e308,2.0,0.05,1.6,88,
+999,2048,0.7,a,-0.2,45.0,0.5,0.05,2.0,90,
+999,2048,0.7,a,0.1,inf,2.0,0.05,1.6,88,
+999,2048,0.7,a,0.1,50.0,2.0,0.05,1.6,88,
+999,2048,0.7,b,-1,1e308,-2,-0.05,-1.6,-88,
+"""
+
+
+def test_implausible_values_are_dropped_with_a_warning(root):
+    (root / "calls.csv").write_text(ABSURD_CSV)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning (or any other) may escape
+        res = ingest([root])
+        df = res.frame
+    rows = rows_of(res, "calls.csv")
+    assert list(rows["status"]) == ["ok", "ok", "ok", "ok", "failed"]
+    assert nan(rows.loc[0, "decode_tps"]) and rows.loc[0, "ttft_ms"] == pytest.approx(100.0)
+    assert nan(rows.loc[1, "ttft_ms"]) and rows.loc[1, "decode_tps"] == 45.0
+    assert nan(rows.loc[2, "decode_tps"])
+    assert rows.loc[3, "decode_tps"] == 50.0
+    assert "no plausible metric value" in rows.loc[4, "error"] and "decode_tps above" in rows.loc[4, "error"]
+    assert df["decode_tps"].max() == 50.0  # nothing absurd reaches the table
+    w = res.warnings
+    assert any(x.startswith("calls.csv: decode_tps above the plausible maximum of 1e+07 tok/s in 2 rows")
+               for x in w), w
+    assert any("decode_tps not finite in 1 row" in x for x in w), w
+    assert any("ttft_ms negative in 2 rows" in x for x in w), w
+    assert res.summary()["warnings"] == w
+
+
+def test_implausible_llama_bench_samples_are_dropped(root):
+    test = {"build_commit": "abc1234", "cpu_info": "EPYC", "gpu_info": "", "model_filename": "m.gguf",
+            "n_prompt": 0, "n_gen": 32, "avg_ns": 640000000, "avg_ts": 50.0,
+            "samples_ns": [640000000, 640000000], "samples_ts": [50.0, 1e308]}
+    (root / "lb.json").write_text(json.dumps([test]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = ingest([root])
+    assert list(res.frame["decode_tps"].isna()) == [False, True]
+    assert len(res.warnings) == 1 and res.warnings[0].startswith("lb.json: decode_tps above")
+
+
+def test_clean_files_give_no_warnings(root):
+    put(root, FOREIGN / "ollama_config_calls.csv")
+    shutil.copytree(RUNS, root / "runs")
+    assert ingest([root]).warnings == []
+
+
+# --- reused loads ---------------------------------------------------------------------------------------
+
+def test_reused_load_has_no_load_time_in_the_table(root):
+    shutil.copytree(RUNS, root / "runs")
+    rec_path = root / "runs" / "s1" / "ok_job" / "run.json"
+    rec = json.loads(rec_path.read_text())
+    rec["load"] = {"load_ms": 822.0, "reused": True, "loads_in_process": 1}
+    rec_path.write_text(json.dumps(rec))
+    df = ingest([root]).frame
+    ok = df[df["status"] == "ok"]
+    assert len(ok) and ok["load_ms"].isna().all() and ok["load_reused"].all()

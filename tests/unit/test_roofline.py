@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.runner import roofline
+from harness.measure import roofline
 
 H100_PEAK = 5120 / 8 * 2619e6 * 2 / 1e9  # GB/s from bus width and max memory clock
 
