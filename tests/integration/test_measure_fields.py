@@ -38,13 +38,14 @@ def run_record(tmp_path_factory) -> dict:
     return rec
 
 
-def test_the_agent_path_records_what_a_run_records(run_record, tmp_path, model_path):
+def test_the_agent_path_records_what_a_run_records(run_record, tmp_path, model_path, monkeypatch):
     from harness.agent.measure import measure_once
     from harness.config import validate
     from harness.hydra_conf import compose
     from harness.plan import make_plan
     from harness.workload import build_prompt
 
+    monkeypatch.setenv("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")  # this session's locks only
     cfg = compose(list(TINY))
     rc = validate(cfg)
     plan = make_plan(rc, gpu_offload_supported=False, model_path=model_path)
@@ -52,7 +53,12 @@ def test_the_agent_path_records_what_a_run_records(run_record, tmp_path, model_p
     def make_prompt(model):
         return build_prompt(rc.workload, model, rc.sampling.seed), cfg
 
-    m = measure_once(rc, plan, tmp_path / "agent", make_prompt, cfg=cfg)
+    from harness import devicelock
+
+    try:
+        m = measure_once(rc, plan, tmp_path / "agent", make_prompt, cfg=cfg)
+    finally:
+        devicelock.release_all()  # held for the run, as a sweep point holds it
     assert m.record.status == "ok", m.record.error
     rec = json.loads((tmp_path / "agent" / "run.json").read_text())
     jsonschema.validate(rec, load_schema())
@@ -65,6 +71,7 @@ def test_the_pytest_fixture_records_what_a_run_records(run_record, pytester, mon
     if home:
         monkeypatch.setenv("HOME", home)  # the default model and its sha256 cache live there
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    monkeypatch.setenv("HARNESS_DEVICE_LOCK_SCOPE", f"pytest-{os.getpid()}")
     pytester.makepyfile(test_rec=f"""
 import json
 
