@@ -168,13 +168,13 @@ def build_facts(an) -> FactSheet:
         big = e.get("largest_rel_diff")
         if big is None or big != big:
             continue
-        verdict, param = e.get("verdict", ""), e["param"]
-        if param not in params and param.endswith("_effective") and param[: -len("_effective")] in params:
-            param = param[: -len("_effective")]  # the effective twin equals the request: name the request
+        verdict, name = e.get("verdict", ""), e["param"]
+        if name not in params and name.endswith("_effective") and name[: -len("_effective")] in params:
+            name = name[: -len("_effective")]  # the effective twin equals the request: name the request
         where = f" [{names[e['group']]}]" if e.get("group") in names else ""
-        summary.append(Line(f"Effect of {param} on {e['metric']}{where}: {verdict} (largest difference "
+        summary.append(Line(f"Effect of {name} on {e['metric']}{where}: {verdict} (largest difference "
                             f"{abs(big) * 100:.1f}%).",
-                            (Fact(f"effect of {param} on {e['metric']}{where}", abs(big), "fraction"),),
+                            (Fact(f"effect of {name} on {e['metric']}{where}", abs(big), "fraction"),),
                             SUMMARY_PRIORITY["effect"]))
     noisy = int(configs["noisy"].sum()) if "noisy" in configs else 0
     if noisy:
