@@ -58,20 +58,39 @@ def sweep_points(config: Any) -> list[list[str]]:
 
 
 def preflight_sweep(config: Any) -> int:
-    """Compose, validate and plan every point before the first model loads. A bad value prints
-    one line naming the key, the value and what is allowed, and exits with code 2."""
+    """Compose, validate and plan every point before the first model loads, and check that the
+    results can be written. A bad value (an unknown key or config group option of one point
+    included), or a results_dir that cannot hold results, prints one line naming the key, the value
+    and what is wrong, and exits with code 2."""
     from hydra import compose
+    from hydra.types import RunMode
 
     from . import engine
-    from .config import ConfigError
-    from .hydra_conf import to_plain
+    from .config import ConfigError, writable_dir_problem
+    from .hydra_conf import composition_error, composition_errors, to_plain
     from .runner import preflight
 
+    # The folder the callbacks and Hydra create first: the sweep folder under results_dir.
+    target = config.hydra.sweep.dir if config.hydra.mode == RunMode.MULTIRUN else Path(config.hydra.run.dir).parent
+    why = writable_dir_problem(str(target))
+    if why:
+        print(f"error: {ConfigError('results_dir', config.results_dir, f'cannot hold results ({why})')}",
+              file=sys.stderr)
+        sys.exit(2)
     points = sweep_points(config)
     common = set.intersection(*(set(p) for p in points)) if points else set()
     gpu = engine.gpu_offload_supported()
+    name = config.hydra.job.config_name
+
+    def recompose(overrides: list[str]):
+        return compose(config_name=name, overrides=overrides, return_hydra_config=True)
+
     for job in points:
-        cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
+        try:
+            cfg = compose(config_name=name, overrides=job)
+        except composition_errors() as e:  # a sweep value Hydra refuses: model=llama99, an unknown key
+            print(f"error: {composition_error(e, job, recompose)}", file=sys.stderr)
+            sys.exit(2)
         try:
             preflight(to_plain(cfg), gpu_offload_supported=gpu)
         except ConfigError as e:

@@ -86,8 +86,16 @@ def cmd_run(args: list[str]) -> int:
     import hydra
 
     from . import callbacks, hydra_conf, runner, store
+    from .config import ConfigError
 
     hydra_conf.register_resolvers()
+    try:
+        # Unknown keys, unknown config group options and bad override syntax: one line and exit 2
+        # here, not Hydra's several-line message (and exit 1) from inside hydra.main.
+        hydra_conf.check_run_args(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     # A log file that cannot be written (disk full) must not print a traceback per message: the
     # write of the results says what went wrong, once.
     logging.raiseExceptions = False

@@ -335,3 +335,34 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
                           "must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
     return RunConfig(model=model, runtime=runtime, sampling=sampling, workload=workload,
                      bench=bench, telemetry=telemetry, results_dir=results_dir, sweep_name=sweep_name)
+
+
+def writable_dir_problem(path: str) -> str | None:
+    """Why folders cannot be created and written under `path` (existing or not), in words naming
+    the path that stands in the way; None when they can. Checked before anything is measured, so a
+    sweep never loads a model whose results would have nowhere to go."""
+    import errno
+    import os
+    import stat
+    from pathlib import Path
+
+    p = Path(os.path.abspath(os.path.expanduser(path)))
+    for q in (p, *p.parents):  # the nearest part of the path that exists
+        try:
+            st = os.stat(q)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # missing, or under a file: the file shows further up
+        except OSError as e:
+            return f"{q}: {e.strerror or e}"
+        if stat.S_ISREG(st.st_mode):
+            return f"{q} is a file, not a directory"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{q} is not a directory"
+        if not os.access(q, os.W_OK | os.X_OK):
+            try:
+                read_only = bool(os.statvfs(q).f_flag & os.ST_RDONLY)
+            except OSError:
+                read_only = False
+            return f"{q} is not writable: {os.strerror(errno.EROFS if read_only else errno.EACCES).lower()}"
+        return None
+    return None

@@ -9,8 +9,21 @@ What pytest-benchmark times (its stats, in seconds) is one repetition: one gener
 timing path `harness run` would use (native library when usable, else Python). Model load is
 outside the timed rounds. The harness's own metrics go to `benchmark.extra_info`.
 
+Each round's values are kept too, in extra_info["samples"] (lists, one value per timed round:
+decode_tps, prefill_tps, ttft_ms, e2e_ms), so a saved run can be compared with noise in mind:
+
+    pytest benchmarks --benchmark-autosave
+    pytest benchmarks --benchmark-compare --harness-fail-on decode_tps:-5%
+
+`--harness-fail-on METRIC:+-N%` (repeatable) compares every harness_bench benchmark with the same
+benchmark in the run `--benchmark-compare` loads, as `harness compare --fail-on` does (ratio of
+means, Fieller 95% CI, Welch's p), and fails the session only on a change that is significant AND
+at least N% in the bad direction. pytest-benchmark's `--benchmark-compare-fail=mean:N%` compares
+means without regard to noise.
+
 This module is imported by every pytest session of the environment: it imports nothing heavy at
-module level, and never llama_cpp (only when a benchmark runs or its machine_info is written).
+module level, and never llama_cpp (only when a benchmark runs or its machine_info is written);
+the comparison's pandas/scipy only when --harness-fail-on is given.
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ import pytest
 
 # Aggregated per-repetition metrics whose mean goes to extra_info, with their units in the name.
 _MEANS = ("decode_tps", "ttft_ms", "prefill_tps", "e2e_ms", "decode_engine_ms", "sampling_ms")
+# Per-round values kept in extra_info["samples"] (harness.analysis.foreign.SAMPLE_METRICS reads them).
+SAMPLES = ("decode_tps", "prefill_tps", "ttft_ms", "e2e_ms")
 
 
 def _engine_missing() -> str | None:
@@ -119,6 +134,7 @@ def _measure(benchmark: Any, backend: Any, overrides: tuple[str, ...], cfg: dict
         "n_gen_tokens": sum(m.n_gen_tokens for m in reps) / len(reps),
         "n_prompt_tokens": rec.prompt.get("n_tokens") if rec.prompt else None,
         "n_repetitions": len(reps),
+        "samples": {m: [getattr(x, m) for x in reps] for m in SAMPLES},
         "energy_per_token_j": ((rec.telemetry.get("phases") or {}).get("decode") or {}).get("energy_per_token_j"),
         "load_ms": rec.load.get("load_ms"),
         "load_reused": rec.load.get("reused"),
@@ -201,3 +217,119 @@ def _harness_machine_info() -> dict:
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     """Add machine_info["harness"] (computed once per process, only when results are saved)."""
     machine_info["harness"] = _harness_machine_info()
+
+
+# --- regression gate: --harness-fail-on ---------------------------------------------------------
+
+_GATE = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "harness regression gate")
+    group.addoption(
+        "--harness-fail-on", action="append", default=[], metavar="METRIC:+-N%", dest="harness_fail_on",
+        help="with --benchmark-compare[=NUM]: fail the session when a harness_bench benchmark's METRIC "
+             "changed significantly (Fieller 95%% CI of B/A excludes 1, Welch p < 0.05) AND by at least "
+             "N%% in the bad direction against the compared run, e.g. decode_tps:-5%% or ttft_ms:+10%%. "
+             "Repeatable.")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    specs = config.getoption("harness_fail_on", None) or []
+    if not specs:
+        return
+    from .analysis.compare import parse_check
+
+    try:
+        checks = [parse_check(s) for s in specs]
+    except ValueError as e:
+        raise pytest.UsageError(f"--harness-fail-on: {e}") from None
+    if not config.pluginmanager.hasplugin("benchmark"):
+        raise pytest.UsageError("--harness-fail-on needs pytest-benchmark (not installed or disabled)")
+    if not config.getoption("benchmark_compare", None):
+        raise pytest.UsageError("--harness-fail-on needs --benchmark-compare[=NUM]: the saved run to compare with")
+    config.stash[_GATE] = {"checks": checks, "lines": [], "failed": False}
+
+
+def _bench_frame(bench: dict, source: str):
+    """The tidy table of one saved (or just measured) pytest-benchmark benchmark, read as
+    `harness compare` reads a pytest-benchmark JSON file."""
+    from .analysis import foreign, table
+    from .analysis.normalise import normalise
+
+    rows, _ = foreign.pytest_benchmark_rows({"machine_info": {}, "benchmarks": [bench]}, source)
+    rows, _ = normalise(rows, source)
+    return table.frame(rows)
+
+
+def gate(checks: list, current: list[dict], baselines: dict[str, dict[str, dict]]) -> tuple[list[str], bool]:
+    """(one line per benchmark, failed) of the regression checks over the harness_bench benchmarks
+    of this session (`current`: as pytest-benchmark saves them) against `baselines` (pytest-benchmark's
+    compared_mapping: saved file -> fullname -> saved benchmark; the last file holding a benchmark
+    is its baseline). Fails on a regression, and when benchmarks ran but none could be compared."""
+    from .analysis.compare import compare, regressions
+
+    metrics = tuple(dict.fromkeys(c.metric for c in checks))
+    lines: list[str] = []
+    failed, compared = False, 0
+    for bench in current:
+        name = bench.get("fullname") or bench.get("name")
+        found = [(path, m[name]) for path, m in baselines.items() if name in m]
+        if not found:
+            lines.append(f"NOT CHECKED {name}: not in the compared run")
+            continue
+        path, saved = found[-1]
+        if not isinstance((saved.get("extra_info") or {}).get("samples"), dict):
+            lines.append(f"NOT CHECKED {name}: the compared run ({path}) has no per-round samples "
+                         "(saved before harness_bench kept them)")
+            continue
+        res = compare(_bench_frame(saved, str(path)), _bench_frame(bench, "current run"), metrics=metrics)
+        rows = {r["metric"]: r for r in res.rows}
+        missing = [m for m in metrics if m not in rows]
+        fails = regressions(res.rows, checks)
+        if missing and not rows:
+            lines.append(f"NOT CHECKED {name}: no {', '.join(missing)} on both sides")
+            continue
+        compared += 1
+        if fails:
+            failed = True
+            lines.append(f"FAILED {name}: " + "; ".join(fails))
+            continue
+        parts = [f"{m} x{r['ratio']:.3f} [{r['ratio_ci95_low']:.3f}, {r['ratio_ci95_high']:.3f}] "
+                 f"p={r['p_value']:.2g} {'significant' if r['significant'] else 'not significant'}"
+                 for m, r in rows.items()]
+        parts += [f"{m}: no data on both sides" for m in missing]
+        lines.append(f"passed {name}: " + "; ".join(parts))
+    if current and not compared:
+        failed = True
+        lines.append("FAILED: no harness_bench benchmark could be compared with the saved run; "
+                     "a gate does not pass on no data")
+    return lines, failed
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Run the --harness-fail-on checks (pytest-benchmark has finished its session by now) and
+    turn a regression into a failed session."""
+    state = session.config.stash.get(_GATE, None)
+    bs = getattr(session.config, "_benchmarksession", None)
+    if state is None or bs is None:
+        return
+    current = [b.as_dict(include_data=False) for b in bs.benchmarks
+               if b and isinstance(b.extra_info.get("samples"), dict)]
+    if not current:
+        state["lines"] = ["no harness_bench benchmark ran: nothing checked"]
+        return
+    state["lines"], state["failed"] = gate(state["checks"], current, bs.compared_mapping or {})
+    if state["failed"] and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's summary, which raises on its own regressions
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    state = terminalreporter.config.stash.get(_GATE, None)
+    if state is None:
+        return
+    checks = " ".join(f"--harness-fail-on {c}" for c in state["checks"])
+    terminalreporter.write_sep("-", f"harness regression gate ({checks})")
+    for line in state["lines"]:
+        terminalreporter.write_line(line, red=line.startswith("FAILED"), green=line.startswith("passed"))

@@ -131,9 +131,19 @@ def compose(overrides: Sequence[str]) -> dict:
 def prepare(cfg_overrides: Sequence[str] = ()) -> AgentSetup:
     """Compose, validate and plan the agent run (model file resolved, nothing loaded). Raises
     ConfigError for a bad value."""
+    from ..hydra_conf import compose as hydra_compose
+    from ..hydra_conf import composition_error, composition_errors
     from ..runner import preflight
 
-    cfg = compose(cfg_overrides)
+    try:
+        cfg = compose(cfg_overrides)
+    except composition_errors() as e:
+        # What Hydra refused, as `harness run` says it: the key or group, and what exists instead.
+        cause = e.__cause__ if isinstance(e, ConfigError) else e
+        if cause is None or isinstance(cause, ConfigError) or not isinstance(cause, composition_errors()):
+            raise
+        raise composition_error(cause, list(cfg_overrides),
+                                lambda ov: hydra_compose([AGENT_GROUP, *ov])) from None
     ag = agent_config(cfg)
     # The workload is the persona and its task; the facts are filled in once the model is loaded.
     cfg["workload"] = {**cfg["workload"], "name": "insight_agent", "kind": "text", "system": ag.system,

@@ -8,10 +8,17 @@ differ between A and B the row says so in `note`. Inside one side, samples of di
 never pooled: each group is paired with the same group on the other side when there is one, else
 with every remaining group of that configuration there.
 
+Saved pytest-benchmark runs are matched by benchmark name instead: when every sample of A and B
+comes from pytest-benchmark JSON, a configuration is one benchmark (the `job` column), whatever
+its parameters, so a benchmark whose overrides changed is still compared with itself.
+
 The ratio B/A of the means has a 95% CI by Fieller's method (default: exact for the ratio of two
 independent normal means, vectorised, works from n = 2), or by bootstrap (2000 resamples of each
-side, fixed seed; percentile interval). A change is significant when Welch's p < alpha AND
-|ratio - 1| >= min_effect (1%): "not significant" is said out loud in `note`.
+side, fixed seed; percentile interval). A change is significant when Welch's p < alpha AND that
+95% CI excludes 1 AND |ratio - 1| >= min_effect (1%): "not significant" is said out loud in
+`note`. (With Fieller's interval and alpha = 0.05 the first two agree, since the interval excludes
+1 exactly when Welch's t passes its 97.5% quantile; they differ for an unbounded interval, a
+bootstrap interval, or another alpha, and then both must hold.)
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ MIN_EFFECT = 0.01
 BOOT_RESAMPLES = 2000
 SEED = 20240601
 _NOT_MATCHED = ("effective_id", "n_gpu_layers_effective", "n_ctx_effective")
+#: The column that names a pytest-benchmark benchmark in the tidy table; compare() matches saved
+#: pytest-benchmark runs on it.
+BENCHMARK_KEY = "job"
 
 
 def better_when(metric: str) -> str | None:
@@ -58,7 +68,8 @@ class CompareResult:
       NaN when mean_a <= 0), ratio_ci95_low, ratio_ci95_high (NaN when unbounded or n < 2),
       ci_method ("fieller" | "bootstrap"), p_value (Welch; exact permutation when both sides are
       constant; NaN when a side has n < 2), p_holm (Holm over all rows of the call), significant
-      (p < alpha, or p_holm < alpha with correct=True, AND |ratio - 1| >= min_effect),
+      (p < alpha, or p_holm < alpha with correct=True, AND the 95% CI excludes 1 AND
+      |ratio - 1| >= min_effect),
       direction ("better" | "worse" | "same"; "higher" | "lower" for metrics without a better
       direction, e.g. gpu_util_pct), min_effect, note ("; "-joined plain words, ending
       "significant" or "not significant").
@@ -99,8 +110,11 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alp
         raise ValueError(f"compare: ci must be 'fieller' or 'bootstrap', got {ci!r}")
     gk = list(table.GROUP_KEYS)
     both = pd.concat([df_a.assign(_side="a"), df_b.assign(_side="b")], ignore_index=True)
-    params = [p for p in varying_params(both, include_failed=True) if p not in _NOT_MATCHED]
-    keycols = ["model"] + params
+    if _by_name(both):  # saved pytest-benchmark runs: one configuration per benchmark name
+        params, keycols = [BENCHMARK_KEY], [BENCHMARK_KEY]
+    else:
+        params = [p for p in varying_params(both, include_failed=True) if p not in _NOT_MATCHED]
+        keycols = ["model"] + params
     both["_code"] = both.groupby(keycols, dropna=False, sort=False).ngroup()
     both["_unit"] = both.groupby(["_side", "_code"] + gk, dropna=False, sort=False).ngroup()
     ok = ok_mask(both)
@@ -165,12 +179,15 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alp
 _CHECK_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([+-])\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
 _FORM = "expected METRIC:+N% or METRIC:-N%, e.g. decode_tps:-5% or ttft_ms:+10%"
 _CHECK_METRICS = tuple(table.METRICS) + ("decode_tps_weighted", "e2e_tps")
+_EPS = 1e-9
 
 
 @dataclass(frozen=True)
 class Check:
-    """A regression check: fails a comparison row of its metric that is significant and whose
-    change B/A - 1 goes past `limit` in the direction `sign` ("-": B lower, "+": B higher)."""
+    """A regression check: fails a comparison row of its metric that is significant (Welch's p <
+    alpha and the 95% CI of B/A excludes 1) and whose change B/A - 1 reaches `limit` in the
+    direction `sign` ("-": B lower, "+": B higher). Both are needed: a large change that noise can
+    explain passes, and so does a significant change smaller than the limit."""
 
     metric: str
     sign: str  # "+" | "-"
@@ -185,7 +202,10 @@ class Check:
         if ratio is None or not math.isfinite(ratio):
             return None
         change = ratio - 1.0
-        if not ((self.sign == "-" and change < -self.limit) or (self.sign == "+" and change > self.limit)):
+        # "At least as large as the threshold": a change of exactly -5% fails decode_tps:-5%.
+        # The tolerance keeps 0.95 / 1.0 - 1 (not exactly -0.05 in floating point) on that side.
+        if not ((self.sign == "-" and change <= -self.limit + _EPS) or
+                (self.sign == "+" and change >= self.limit - _EPS)):
             return None
         lo, hi = row.get("ratio_ci95_low"), row.get("ratio_ci95_high")
         ci_txt = f"95% CI {interval(lo, hi, '.3f')}"
@@ -232,8 +252,18 @@ def regressions(comparisons, checks) -> list[str]:
 # --- internals ----------------------------------------------------------------------------------
 
 def _label(params: list[str], values) -> str:
+    if params == [BENCHMARK_KEY]:  # matched by benchmark name: the name is the label
+        v = plain(next(iter(values), None))
+        return str(v) if v is not None else "unnamed benchmark"
     parts = [f"{p}={param(plain(v))}" for p, v in zip(params, values) if plain(v) is not None]
     return ", ".join(parts) or "all samples"
+
+
+def _by_name(both: pd.DataFrame) -> bool:
+    """True when every sample of A and B comes from saved pytest-benchmark runs (matched by name)."""
+    fmt = both.get("source_format")
+    return (fmt is not None and len(both) > 0 and bool(fmt.eq("pytest-benchmark").fillna(False).all())
+            and BENCHMARK_KEY in both.columns)
 
 
 def _pairs(info: pd.DataFrame, gk: list[str]) -> pd.DataFrame:
@@ -329,9 +359,13 @@ def _row(A: dict, B: dict, m: str, r: dict, ci: str, alpha: float, min_effect: f
     elif not (math.isfinite(r["lo"]) and math.isfinite(r["hi"])) and not r["small"]:
         notes.append("ratio CI unbounded")
     big = math.isfinite(ratio) and abs(ratio - 1.0) >= min_effect
-    significant = bool(math.isfinite(p) and p < alpha and big)
+    lo, hi = float(r["lo"]), float(r["hi"])
+    excludes_1 = math.isfinite(lo) and math.isfinite(hi) and (hi < 1.0 or lo > 1.0)
+    significant = bool(math.isfinite(p) and p < alpha and big and excludes_1)
     if math.isfinite(p) and p < alpha and not big:
         notes.append(f"below the minimum effect size ({min_effect:.0%})")
+    elif math.isfinite(p) and p < alpha and not excludes_1:
+        notes.append(f"Welch p < {alpha:g} but the 95% CI of the ratio does not exclude 1")
     if A["n_failed"] or B["n_failed"]:
         notes.append(f"failed samples: A {A['n_failed']}, B {B['n_failed']} (not averaged)")
     notes.append("significant" if significant else "not significant")

@@ -2,6 +2,12 @@
 and API responses of Ollama-style tools, and pytest-benchmark's saved JSON, mapped to the columns
 of the tidy sample table in our metric names and units (seconds and nanoseconds become ms).
 
+A pytest-benchmark benchmark made by the `harness_bench` fixture has one row per timed round: its
+per-round values from extra_info["samples"] (decode_tps, prefill_tps, ttft_ms, e2e_ms), and its
+parameters, model, hardware and engine from the run record in extra_info["record"]. Other
+benchmarks have one row per entry of stats.data (seconds per round, as e2e_ms), else one
+pre-averaged row.
+
 Values are taken as the file states them; `normalise` then decides what is data.
 """
 
@@ -29,6 +35,14 @@ OLLAMA_CSV = {
         "ollama-summary",
 }
 _PARAM_ALIASES = {"num_gpu": "n_gpu_layers", "num_ctx": "n_ctx", "ngl": "n_gpu_layers"}
+#: The per-round lists a harness_bench benchmark keeps in extra_info["samples"] (one value per
+#: timed round, in round order; None where a round has no value).
+SAMPLE_METRICS = ("decode_tps", "prefill_tps", "ttft_ms", "e2e_ms")
+#: Columns a harness_bench benchmark takes from its embedded run record.
+_RECORD_COLUMNS = tuple(c for c in table.NAMES if table.BY_NAME[c].kind in ("group", "param")
+                        ) + ("load_ms", "load_reused", "energy_per_token_j", "vram_used_mib",
+                             "gpu_util_pct", "power_w", "bandwidth_efficiency", "throttled",
+                             "fan_reported", "gpu_shared")
 
 
 def num(v: Any) -> float | None:
@@ -172,8 +186,11 @@ def pytest_benchmark_rows(doc: dict, rel: str) -> tuple[list[dict], str | None]:
         for m in table.METRICS:
             if m in extra:
                 base[m] = num(extra[m])
+        per_round = harness_bench_rows(extra, base, rel)
         data = stats.get("data")
-        if isinstance(data, list) and data:
+        if per_round is not None:
+            out.extend(per_round)
+        elif isinstance(data, list) and data:
             out.extend(base | {"rep": i, "e2e_ms": scaled(v, 1e3)} for i, v in enumerate(data))
         else:
             averaged += 1
@@ -181,3 +198,27 @@ def pytest_benchmark_rows(doc: dict, rel: str) -> tuple[list[dict], str | None]:
     note = (f"{averaged} benchmarks without stats.data: one pre-averaged row each (stats.mean)"
             if averaged else None)
     return out, note
+
+
+def harness_bench_rows(extra: dict, base: dict, rel: str) -> list[dict] | None:
+    """One row per timed round of a harness_bench benchmark (extra_info["samples"]), or None when
+    the benchmark has no per-round samples. `base` is the benchmark's row (name, run id, source);
+    the embedded run record, when there is one, adds its parameters, group keys and run-level
+    values."""
+    samples = extra.get("samples")
+    if not isinstance(samples, dict):
+        return None
+    lists = {m: v for m, v in samples.items() if m in SAMPLE_METRICS and isinstance(v, list)}
+    n = max((len(v) for v in lists.values()), default=0)
+    if n == 0:
+        return None
+    rec = extra.get("record")
+    rec_rows = table.rows_from_record(rec, rel) if isinstance(rec, dict) else []
+    row0 = dict(base)
+    if rec_rows:
+        row0.update({c: rec_rows[0][c] for c in _RECORD_COLUMNS if rec_rows[0].get(c) is not None})
+    for m in table.METRICS:  # the means of extra_info are not samples: only the per-round lists are
+        if m not in _RECORD_COLUMNS:
+            row0[m] = None
+    return [row0 | {"rep": i} | {m: num(v[i]) if i < len(v) else None for m, v in lists.items()}
+            for i in range(n)]

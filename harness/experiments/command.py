@@ -52,7 +52,7 @@ def cmd_experiment(args: list[str]) -> int:
 def prepare(name: str, overrides: list[str]):
     """Compose and validate everything the experiment will run. No model loads. Returns
     (config, spec, what the experiment's run() needs); raises ConfigError."""
-    from ..config import ConfigError
+    from ..config import ConfigError, writable_dir_problem
     from . import spec as specs
 
     known = available()
@@ -64,6 +64,10 @@ def prepare(name: str, overrides: list[str]):
     register_resolvers()  # variant A names llama-cpp-python's thread defaults through resolvers
     cfg = compose([f"+experiment={name}", *overrides])
     sp = specs.validate(cfg, name)
+    results_dir = cfg.get("results_dir", "results")
+    why = writable_dir_problem(results_dir) if isinstance(results_dir, str) and results_dir.strip() else None
+    if why:  # the experiment's folder is made there once it has measured: check it before any load
+        raise ConfigError("results_dir", results_dir, f"cannot hold results ({why})")
     if name == "concurrent_agents":
         from ..runner import preflight
 
@@ -74,21 +78,13 @@ def prepare(name: str, overrides: list[str]):
 
 
 def compose(overrides: list[str]) -> dict:
-    """hydra_conf.compose(), with Hydra's errors (unknown keys, bad override syntax) turned into
-    one-line ConfigErrors."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from ..config import ConfigError
+    """hydra_conf.compose(), with what Hydra refuses (an unknown key or config group option, bad
+    override syntax) turned into one-line ConfigErrors."""
+    from ..hydra_conf import CompositionError, composition_error, composition_errors
     from ..hydra_conf import compose as hydra_compose
 
     try:
         return hydra_compose(overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        # Hydra's message runs over several lines; its first lines say what went wrong.
-        lines = [x.strip() for x in str(e).strip().splitlines() if x.strip() and ":" not in x.strip()[:12]]
-        why = " ".join(lines[:3]) or type(e).__name__
-        hits = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in why]
-        bad = max(hits, key=lambda o: len(o.split("=", 1)[0])) if hits else " ".join(overrides)
-        key, _, value = bad.partition("=")
-        raise ConfigError(key.lstrip("+~") or "overrides", value or bad, f"cannot be composed ({why})") from None
+    except composition_errors() as e:
+        err = composition_error(e, overrides, hydra_compose)
+        raise CompositionError(err.key, err.value, f"cannot be composed: {err.allowed}") from None

@@ -156,3 +156,147 @@ def test_doctor_prints_readable_lines_not_python_objects(harness_cli, tmp_path):
     assert "{'" not in r.stdout and "': " not in r.stdout, r.stdout
     first = r.stdout.splitlines()[0]
     assert first.startswith("harness ") and ("git " in first or "not a git checkout" in first)
+
+
+def _one_error_line(r) -> str:
+    """The single non-empty stderr line of a refused command (exit 2, no traceback)."""
+    assert r.returncode == 2, (r.returncode, r.stdout[-1000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+RUNTIME_KEYS = "keys of runtime: n_gpu_layers, n_ctx, n_batch"
+MODELS = "available: gemma3_12b, gemma3_1b, gemma3_270m, gemma3_27b, gemma3_4b"
+
+# Overrides Hydra cannot compose: the first line of Hydra's several-line message used to come with
+# exit 1 (and, for a sweep, a warning from the callback first).
+UNCOMPOSABLE = [
+    (["runtime.no_such_key=1"], f"error: runtime.no_such_key: is not a configuration key; {RUNTIME_KEYS}"),
+    (["-m", "runtime.no_such_key=1,2"], f"error: runtime.no_such_key: is not a configuration key; {RUNTIME_KEYS}"),
+    (["-m", "runtime.n_ctx=256,512", "runtime.no_such_key=1"], "error: runtime.no_such_key: is not a configuration key"),
+    (["model=llama99"], f"error: model: no option llama99; {MODELS}"),
+    (["-m", "model=gemma3_270m,llama99"], f"error: model: no option llama99; {MODELS}"),
+    (["workload=nope"], "error: workload: no option nope; available: insight_agent, long_context, pp512_tg128, short_chat"),
+    (["-m", "+sweep=nope"], "error: sweep: no option nope; available: chimera_grid, quick"),
+    (["sweep=quick"], "error: sweep: is a config group outside the defaults: add it with +sweep=quick"),
+    (["runtime.n_ctx=[1,"], "error: runtime.n_ctx: cannot parse 'runtime.n_ctx=[1,'"),
+]
+
+
+@pytest.mark.parametrize("args,start", UNCOMPOSABLE, ids=[" ".join(a) for a, _ in UNCOMPOSABLE])
+def test_unknown_key_or_option_is_one_line_and_exit_2(args, start, tmp_path, harness_cli):
+    r = harness_cli("run", *args, *TINY, f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+    assert _one_error_line(r).startswith(start)
+    assert not (tmp_path / "res").exists()  # refused before Hydra made a folder, let alone measured
+
+
+def test_append_syntax_stays_legal(tmp_path, harness_cli):
+    """`+key=value` adds a key (Hydra's append syntax): not an unknown key."""
+    r = harness_cli("run", "+foo=1", "--cfg", "job", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "foo: 1" in r.stdout
+
+
+@pytest.mark.parametrize("sweep", [[], ["-m", "runtime.n_ctx=256,512"]], ids=["run", "sweep"])
+def test_results_dir_under_a_file_is_one_line_and_exit_2(sweep, tmp_path, harness_cli):
+    blocker = tmp_path / "somefile"
+    blocker.write_text("not a folder\n")
+    r = harness_cli("run", *sweep, *TINY, f"results_dir={blocker / 'x'}", cwd=tmp_path)
+    line = _one_error_line(r)
+    assert line.startswith(f"error: results_dir: cannot hold results ({blocker} is a file, not a directory)")
+    assert str(blocker / "x") in line
+    assert blocker.read_text() == "not a folder\n"
+    assert not list(tmp_path.rglob("run.json"))
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix that runs as nobody (root ignores directory permission bits)."""
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv is not installed: cannot run the harness as an unprivileged user")
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import harness.hydra_conf"], capture_output=True,
+                           text=True, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip(f"the harness cannot run as uid 65534 here: {probe.stderr.strip()[-300:]}")
+    return prefix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweep", [[], ["-m", "runtime.n_ctx=256,512"]], ids=["run", "sweep"])
+def test_read_only_results_dir_is_one_line_and_exit_2(sweep):
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    prefix = _unprivileged()
+    base = Path(tempfile.mkdtemp(prefix="harness-ro-"))  # outside pytest's root-only tmp_path
+    try:
+        base.chmod(0o755)
+        ro = base / "ro"
+        ro.mkdir(mode=0o555)
+        ro.chmod(0o555)
+        env = {**os.environ, "HOME": str(base), "XDG_CACHE_HOME": str(base / "cache")}
+        env.pop("HYDRA_FULL_ERROR", None)
+        r = subprocess.run([*prefix, sys.executable, "-m", "harness", "run", *sweep, *TINY,
+                            f"results_dir={ro / 'x'}"], capture_output=True, text=True, cwd=base, env=env,
+                           timeout=120)
+        line = _one_error_line(r)
+        assert line.startswith(f"error: results_dir: cannot hold results ({ro} is not writable: permission denied)")
+        assert not list(base.rglob("run.json"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+EXPERIMENT_INPUT = [
+    (["runtime.no_such_key=1"], f"error: runtime.no_such_key: cannot be composed: is not a configuration key; {RUNTIME_KEYS}"),
+    (["model=llama99"], f"error: model: cannot be composed: no option llama99; {MODELS}"),
+    (["results_dir={blocker}/x"], "error: results_dir: cannot hold results ({blocker} is a file, not a directory)"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,start", EXPERIMENT_INPUT, ids=[a[0].split("=")[0] for a, _ in EXPERIMENT_INPUT])
+def test_bad_experiment_overrides_are_one_line_and_exit_2(args, start, tmp_path, harness_cli):
+    blocker = tmp_path / "somefile"
+    blocker.write_text("")
+    args = [a.format(blocker=blocker) for a in args]
+    r = harness_cli("experiment", "concurrent_agents", f"results_dir={tmp_path / 'res'}", *args,
+                    "experiment.repetitions=1", "experiment.k=[1]", cwd=tmp_path)
+    assert _one_error_line(r).startswith(start.format(blocker=blocker))
+    assert not list(tmp_path.rglob("run.json")) and not list(tmp_path.rglob("experiment.json"))
+
+
+AGENT_INPUT = [
+    (["runtime.no_such_key=1"], f"error: runtime.no_such_key: is not a configuration key; {RUNTIME_KEYS}"),
+    (["agent.no_such_key=1"], "error: agent.no_such_key: is not a configuration key; keys of agent: max_tokens"),
+    (["model=llama99"], f"error: model: no option llama99; {MODELS}"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,start", AGENT_INPUT, ids=[a[0].split("=")[0] for a, _ in AGENT_INPUT])
+def test_bad_agent_overrides_are_one_line_and_exit_2(args, start, tmp_path, harness_cli):
+    results = tmp_path / "results"
+    results.mkdir()
+    r = harness_cli("agent", str(results), "--out", str(tmp_path / "out"), *args, cwd=tmp_path)
+    assert _one_error_line(r).startswith(start)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("run.json"))
+
+
+@pytest.mark.slow
+def test_sweep_output_has_progress_lines_but_not_hydras_launcher_lines(tmp_path, harness_cli, model_path):
+    r = harness_cli("run", "-m", "runtime.n_ctx=256,512", "workload.max_tokens=4", "bench.repetitions=1",
+                    "bench.warmup=0", "report.auto=false", f"results_dir={tmp_path}", "sweep_name=s", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    # Hydra's launcher announced every job with all of its overrides: "Launching 2 jobs locally",
+    # "[HYDRA] \t#0 : runtime.n_ctx=256 workload.max_tokens=4 ..."
+    assert "Launching" not in out and "#0 :" not in out and "#1 :" not in out, out
+    assert "point 1/2 " in r.stderr and "point 2/2 " in r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "2 ok, 0 failed, 0 skipped"

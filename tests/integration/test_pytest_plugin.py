@@ -125,3 +125,97 @@ def test_second(harness_bench):
     out = result.stdout.str()
     assert "WorkerTimeout during warmup: timeout: no progress for 2 s during generate" in out
     assert "Traceback" not in out
+
+
+# --- --harness-fail-on: the noise-aware gate against the run --benchmark-compare loads -----------
+
+FAKE_FILE = """
+import os
+
+def test_fake(benchmark):
+    # harness_bench's extra_info layout, with per-round values from the environment: the gate
+    # under test reads only saved files, so the numbers need no model.
+    vals = [float(x) for x in os.environ["FAKE_DECODE"].split(",")]
+    benchmark.pedantic(lambda: None, rounds=len(vals))
+    benchmark.extra_info["samples"] = {"decode_tps": vals, "ttft_ms": [50.0] * len(vals),
+                                       "prefill_tps": [400.0] * len(vals), "e2e_ms": [1000.0] * len(vals)}
+"""
+TIGHT = "100,101,99,100.5,99.5"
+
+
+def _saved(p) -> "Path":
+    (f,) = p.path.glob(".benchmarks/*/0001_*.json")
+    return f
+
+
+def test_harness_fail_on_passes_identical_and_fails_a_significant_drop(pytester, monkeypatch):
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    pytester.makepyfile(test_fake=FAKE_FILE)
+    monkeypatch.setenv("FAKE_DECODE", TIGHT)
+    pytester.runpytest_subprocess("--benchmark-autosave", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    gate = ("--benchmark-compare=0001", "--harness-fail-on", "decode_tps:-5%", "-p", "no:cacheprovider")
+    same = pytester.runpytest_subprocess(*gate)
+    assert same.ret == 0, same.stdout.str()
+    same.stdout.fnmatch_lines(["*harness regression gate (--harness-fail-on decode_tps:-5%)*",
+                               "passed *test_fake: decode_tps x1.000*not significant"])
+    # 30% slower, tight rounds: a significant drop beyond -5% fails the session, in one line.
+    monkeypatch.setenv("FAKE_DECODE", "70,70.7,69.3,70.35,69.65")
+    slow = pytester.runpytest_subprocess(*gate)
+    assert slow.ret == 1, slow.stdout.str()
+    slow.stdout.fnmatch_lines(["FAILED *test_fake: decode_tps 30.0% lower in B than A*check decode_tps:-5% allows -5%"])
+    # Equally 30% slower on the mean, but rounds too noisy for that to be significant: passes.
+    monkeypatch.setenv("FAKE_DECODE", "40,100,50,90,70")
+    noisy = pytester.runpytest_subprocess(*gate)
+    assert noisy.ret == 0, noisy.stdout.str()
+    noisy.stdout.fnmatch_lines(["passed *test_fake: decode_tps x0.700*not significant"])
+
+
+def test_harness_fail_on_needs_benchmark_compare_and_a_valid_check(pytester, monkeypatch):
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    pytester.makepyfile(test_fake=FAKE_FILE)
+    r = pytester.runpytest_subprocess("--harness-fail-on", "decode_tps:-5%", "-p", "no:cacheprovider")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*--harness-fail-on needs --benchmark-compare*"])
+    r = pytester.runpytest_subprocess("--benchmark-compare", "--harness-fail-on", "decode_tps:+5%",
+                                      "-p", "no:cacheprovider")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*higher decode_tps is better*use decode_tps:-5%*"])
+
+
+def test_harness_fail_on_with_a_baseline_without_samples_does_not_pass(pytester, monkeypatch):
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    pytester.makepyfile(test_fake=FAKE_FILE)
+    monkeypatch.setenv("FAKE_DECODE", TIGHT)
+    pytester.runpytest_subprocess("--benchmark-autosave", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    f = _saved(pytester)
+    doc = json.loads(f.read_text())
+    del doc["benchmarks"][0]["extra_info"]["samples"]
+    f.write_text(json.dumps(doc))
+    r = pytester.runpytest_subprocess("--benchmark-compare", "--harness-fail-on", "decode_tps:-5%",
+                                      "-p", "no:cacheprovider")
+    assert r.ret == 1
+    r.stdout.fnmatch_lines(["NOT CHECKED *test_fake: the compared run*has no per-round samples*",
+                            "FAILED: no harness_bench benchmark could be compared*"])
+
+
+def test_harness_bench_samples_and_a_doctored_faster_baseline(bench_dir):
+    saved = bench_dir.runpytest_subprocess("--benchmark-autosave", "-p", "no:cacheprovider")
+    saved.assert_outcomes(passed=1)
+    f = _saved(bench_dir)
+    doc = json.loads(f.read_text())
+    extra = doc["benchmarks"][0]["extra_info"]
+    samples = extra["samples"]
+    assert set(samples) == {"decode_tps", "prefill_tps", "ttft_ms", "e2e_ms"}
+    assert len(samples["decode_tps"]) == 3 and all(x > 0 for x in samples["decode_tps"])
+    reps = extra["record"]["repetitions"]
+    assert samples["decode_tps"] == [r["metrics"]["decode_tps"] if "metrics" in r else r["decode_tps"] for r in reps]
+    # A baseline far faster than any run of this machine, with tight rounds: the current run is a
+    # significant drop. (Tenfold, because a shared host can slow a tiny generation severalfold
+    # between two sessions: the plumbing is under test, not this machine's speed.)
+    top = max(samples["decode_tps"]) * 10
+    samples["decode_tps"] = [top, top * 1.001, top * 0.999]
+    f.write_text(json.dumps(doc))
+    r = bench_dir.runpytest_subprocess("--benchmark-compare", "--harness-fail-on", "decode_tps:-5%",
+                                       "-p", "no:cacheprovider")
+    assert r.ret == 1, r.stdout.str()
+    r.stdout.fnmatch_lines(["FAILED *test_tiny: decode_tps *% lower in B than A*"])

@@ -148,3 +148,99 @@ def test_parse_check_accepts_both_signs():
     assert parse_check("decode_tps:-5%") == Check("decode_tps", "-", 0.05, "decode_tps:-5%")
     c = parse_check(" ttft_ms : +12.5% ")
     assert (c.metric, c.sign, c.limit) == ("ttft_ms", "+", pytest.approx(0.125))
+
+
+# --- the gate: significance needs the CI to exclude 1; the threshold is inclusive ---------------
+
+def _two(a: list[float], b: list[float]):
+    mk = lambda vals, s: table.frame([sample(run_id=s, rep=i, decode_tps=v) for i, v in enumerate(vals)])
+    return mk(a, "a"), mk(b, "b")
+
+
+def test_welch_p_below_alpha_is_not_enough_when_the_95pct_ci_includes_1():
+    # t = 1.5 on 8 df: p ~ 0.17, under alpha = 0.2, but the 95% Fieller CI of B/A contains 1.
+    a, b = _two([100, 104, 96, 102, 98], [97, 101, 93, 99, 95])
+    (r,) = compare(a, b, metrics=("decode_tps",), alpha=0.2).rows
+    assert r["p_value"] < 0.2 and r["ratio_ci95_low"] < 1 < r["ratio_ci95_high"]
+    assert not r["significant"] and r["direction"] == "same"
+    assert "does not exclude 1" in r["note"]
+    assert regressions([r], ["decode_tps:-1%"]) == []
+
+
+def test_significant_row_has_a_ci_that_excludes_1():
+    a, b = _two([100, 101, 99, 100, 100], [90, 91, 89, 90, 90])
+    (r,) = compare(a, b, metrics=("decode_tps",)).rows
+    assert r["significant"] and r["ratio_ci95_high"] < 1
+
+
+def test_threshold_is_inclusive():
+    row = {"metric": "decode_tps", "significant": True, "ratio": 0.95, "mean_a": 100.0, "mean_b": 95.0,
+           "ratio_ci95_low": 0.94, "ratio_ci95_high": 0.96, "p_value": 1e-6, "label": "x", "group_b": "g"}
+    assert parse_check("decode_tps:-5%").fails(row)  # exactly 5% lower: at least the threshold
+    assert parse_check("decode_tps:-5.1%").fails(row) is None
+    assert parse_check("ttft_ms:+10%").fails({**row, "metric": "ttft_ms", "ratio": 1.10, "mean_b": 110.0})
+
+
+# --- saved pytest-benchmark runs of harness_bench: per-round samples, matched by name -----------
+
+def _pb_doc(decode: list[float], name: str = "test_short_chat_decode64", **extra) -> dict:
+    n = len(decode)
+    return {"machine_info": {"node": "h", "cpu": {"brand_raw": "EPYC"}}, "datetime": "2026-01-01T00:00:00",
+            "benchmarks": [{"name": name, "fullname": f"benchmarks/t.py::{name}", "params": None,
+                            "stats": {"mean": 1.5, "rounds": n},
+                            "extra_info": {"decode_tps": sum(decode) / n, "ttft_ms": 50.0,
+                                           "samples": {"decode_tps": decode, "ttft_ms": [50.0] * n,
+                                                       "prefill_tps": [400.0] * n, "e2e_ms": [1500.0] * n},
+                                           **extra}}]}
+
+
+def test_pytest_benchmark_samples_are_one_row_per_round(tmp_path):
+    from harness.analysis.ingest import ingest
+
+    p = tmp_path / "0001_run.json"
+    p.write_text(__import__("json").dumps(_pb_doc([40.0, 42.0, 44.0])))
+    df = ingest([p]).frame
+    assert list(df["decode_tps"]) == [40.0, 42.0, 44.0]  # the rounds, not the mean three times
+    assert list(df["rep"]) == [0, 1, 2] and set(df["job"]) == {"test_short_chat_decode64"}
+
+
+def _cli_compare(tmp_path, a_doc: dict, b_doc: dict, *args: str) -> int:
+    import json
+
+    from harness.analysis_cli import cmd_compare
+
+    (tmp_path / "a.json").write_text(json.dumps(a_doc))
+    (tmp_path / "b.json").write_text(json.dumps(b_doc))
+    return cmd_compare([str(tmp_path / "a.json"), str(tmp_path / "b.json"), *args])
+
+
+def test_compare_cli_on_two_saved_pytest_benchmark_runs(tmp_path, capsys):
+    tight = [100.0, 101.0, 99.0, 100.5, 99.5]
+    assert _cli_compare(tmp_path, _pb_doc(tight), _pb_doc(tight), "--fail-on", "decode_tps:-5%") == 0
+    assert "no regression beyond the thresholds" in capsys.readouterr().out
+    # B 30% slower, tight rounds: significant and beyond -5%.
+    assert _cli_compare(tmp_path, _pb_doc(tight), _pb_doc([x * 0.7 for x in tight]),
+                        "--fail-on", "decode_tps:-5%") == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION: decode_tps 30.0% lower in B than A" in out and "test_short_chat_decode64" in out
+    # 30% slower on the mean, but rounds so noisy that it is not significant: no alarm.
+    noisy_a, noisy_b = [60.0, 140.0, 70.0, 130.0, 100.0], [30.0, 110.0, 40.0, 100.0, 70.0]
+    assert _cli_compare(tmp_path, _pb_doc(noisy_a), _pb_doc(noisy_b), "--fail-on", "decode_tps:-5%") == 0
+
+
+def test_saved_benchmarks_are_matched_by_name_not_parameters(tmp_path, capsys):
+    import json
+
+    a = _pb_doc([100.0, 101.0, 99.0])
+    a["benchmarks"].append(_pb_doc([10.0, 10.1, 9.9], name="test_other")["benchmarks"][0])
+    b = _pb_doc([100.0, 101.0, 99.0])
+    b["benchmarks"].append(_pb_doc([7.0, 7.1, 6.9], name="test_other")["benchmarks"][0])
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    from harness.analysis.ingest import ingest
+
+    res = compare(ingest([tmp_path / "a.json"]).frame, ingest([tmp_path / "b.json"]).frame, metrics=("decode_tps",))
+    by = {r["label"]: r for r in res.rows}
+    assert set(by) == {"test_short_chat_decode64", "test_other"}  # never pooled into one configuration
+    assert by["test_other"]["ratio"] == pytest.approx(0.7) and by["test_other"]["significant"]
+    assert by["test_short_chat_decode64"]["ratio"] == pytest.approx(1.0)
