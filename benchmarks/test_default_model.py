@@ -1,10 +1,13 @@
 """Regression checks on the default model (Gemma 3 270M Q4_K_M) through the `harness_bench` fixture.
 
     pytest benchmarks/test_default_model.py --benchmark-autosave            # save a baseline
-    pytest benchmarks/test_default_model.py --benchmark-compare --benchmark-compare-fail=mean:10%
+    pytest benchmarks/test_default_model.py --benchmark-compare --harness-fail-on decode_tps:-5%
 
 pytest-benchmark's time per round is one generate call (prefill + all max_tokens tokens, seconds);
-decode_tps, ttft_ms, prefill_tps, e2e_ms etc. are in each benchmark's extra_info.
+decode_tps, ttft_ms, prefill_tps, e2e_ms etc. are in each benchmark's extra_info, and each round's
+values in extra_info["samples"], which `--harness-fail-on` compares (significant AND beyond the
+threshold; pytest-benchmark's `mean:10%` compares means with no notion of noise).
+`benchmarks/regression_gate.py` measures the gate's false alarms and power on this benchmark.
 """
 
 from __future__ import annotations
