@@ -101,10 +101,10 @@ def preflight_sweep(config: Any) -> int:
 
 
 def in_process(config: Any) -> bool:
-    """Does the launcher run the jobs in this process (Hydra's basic launcher)? Others
+    """Does the launcher run the jobs in this process (Hydra's basic launcher, the rounds launcher)? Others
     (submitit, Ray) run each job in a process of its own, possibly on another host."""
     target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
-    return target.endswith("basic_launcher.BasicLauncher") or not target
+    return target.endswith(("basic_launcher.BasicLauncher", "harness.RoundsLauncher")) or not target
 
 
 def invocation_counts(finished: bool = True) -> dict:

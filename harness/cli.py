@@ -89,6 +89,9 @@ def cmd_run(args: list[str]) -> int:
     from .config import ConfigError
 
     hydra_conf.register_resolvers()
+    from .launcher import register
+
+    register()  # the rounds launcher (conf/hydra/launcher/rounds.yaml), the default of -m
     try:
         # Unknown keys, unknown config group options and bad override syntax: one line and exit 2
         # here, not Hydra's several-line message (and exit 1) from inside hydra.main.

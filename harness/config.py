@@ -84,12 +84,15 @@ class WorkloadConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    warmup: int = 1
+    warmup: int | str = "auto"  # untimed repetitions, or "auto": until two agree (harness.measure.WARMUP_*)
     repetitions: int = 5
     ignore_eos: bool = True
     timing: str = "auto"
     allow_shared_device: bool = False  # run even when another harness job holds the device
     point_timeout_s: float | None = 600.0  # the engine worker may go this long without an answer (None: no limit)
+    rounds: int | str = "auto"  # passes over the sweep (auto: one repetition per point per round)
+    order_seed: int = 0  # seed of the shuffled order of load groups and points in each round
+    control: bool = True  # re-measure the sweep's first point at the start and end of every round (drift)
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,15 @@ def _known(section: Mapping, prefix: str, cls: type) -> None:
             raise ConfigError(f"{prefix}.{k}", section[k], "is not a known key; known: " + ", ".join(sorted(allowed)))
 
 
+def _int_or_auto(section: Mapping, prefix: str, key: str, minimum: int) -> int | str:
+    v = section.get(key, "auto")
+    if v == "auto":
+        return "auto"
+    if not _is_int(v) or v < minimum:
+        raise ConfigError(f"{prefix}.{key}", v, f"must be 'auto' or an integer >= {minimum}")
+    return int(v)
+
+
 def _timeout(section: Mapping, prefix: str, key: str, default: float) -> float | None:
     v = section.get(key, default)
     if v is None:
@@ -301,12 +313,15 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
         raise ConfigError("workload.prompt", workload.prompt, "must be a non-empty prompt")
 
     bench = BenchConfig(
-        warmup=_int(b, "bench", "warmup", minimum=0, default=1),
+        warmup=_int_or_auto(b, "bench", "warmup", minimum=0),
         repetitions=_int(b, "bench", "repetitions", minimum=1, default=5),
         ignore_eos=_bool(b, "bench", "ignore_eos", True),
         timing=_choice(b, "bench", "timing", TIMING, "auto"),
         allow_shared_device=_bool(b, "bench", "allow_shared_device", False),
         point_timeout_s=_timeout(b, "bench", "point_timeout_s", 600.0),
+        rounds=_int_or_auto(b, "bench", "rounds", minimum=1),
+        order_seed=_int(b, "bench", "order_seed", minimum=0, default=0),
+        control=_bool(b, "bench", "control", True),
     )
 
     t = cfg.get("telemetry") or {}

@@ -9,10 +9,13 @@ isolation, engine.backend.InProcess otherwise). Its steps, in order:
     p.begin()          # timing path, provenance, telemetry sampler on the backend's process
     p.load()           # device lock, load (or reuse), effective parameters, load window
     p.prompt()         # the workload's prompt, built with the loaded model's tokenizer
-    p.warmup(i)        # an untimed generation (any number)
+    p.warm_up(w)       # bench.warmup untimed generations (auto: until steady), or p.warmup(i) one
     p.repetition(r)    # one timed generation -> Repetition (+ tokens.csv rows, telemetry windows)
     p.finish()         # the ok record with aggregates, roofline and telemetry
     p.close()          # always: telemetry written, sampler stopped
+
+A sweep measured in rounds (harness.schedule) visits a point several times: between visits
+`pause()` stops its sampler and `resume()` restarts it and makes sure its model is loaded.
 
 `measure()` runs them in the standard order and turns an exception into a failed record with its
 phase: the run boundary. The timing path is chosen in `timing_path()`, a raw repetition becomes a
@@ -40,6 +43,8 @@ log = logging.getLogger("harness")
 
 TOKENS_COLUMNS = ("rep", "index", "t_ns", "token_id")
 WARMUP_SEED_OFFSET = 1_000_000  # warm-up i uses seed + 1e6 + i; repetition r uses seed + r
+WARMUP_TOLERANCE = 0.05  # bench.warmup=auto: two consecutive warm-up decode rates within 5% ...
+WARMUP_MAX = 6  # ... or this many warm-ups, whichever comes first (a warning says it did not settle)
 
 
 def now_iso() -> str:
@@ -88,6 +93,13 @@ def provenance_block(plan, timing: str, native_status: dict) -> dict:
     prov = provenance.collect(engine_info(), timing, model)
     prov["native"] = native_status
     return prov
+
+
+def decode_rate(raw: RawRep) -> float | None:
+    """Decode tokens/s of a raw repetition: (n - 1) / (last token - first token)."""
+    n = len(raw.token_ns)
+    span = raw.token_ns[-1] - raw.token_ns[0] if n > 1 else 0
+    return (n - 1) / (span / 1e9) if span > 0 else None
 
 
 def engine_split(raw: RawRep) -> dict:
@@ -156,8 +168,10 @@ class Point:
         self.raws: list[RawRep] = []
         self.token_rows: list[tuple] = []
         self.warmups = 0
+        self.warmup_rates: list[float | None] = []
         self._prev_end: int | None = None
         self._closed = False
+        self.reloads = 0
 
     # --- steps ----------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -221,31 +235,79 @@ class Point:
                         max_tokens=max_tokens, ignore_eos=b.ignore_eos)
         return prompt
 
+    def pause(self) -> None:
+        """Between visits: stop sampling (what was sampled stays)."""
+        if self.sampler is not None:
+            self.sampler.stop()
+        self._prev_end = None  # the time until the next visit is other points' work, not idle
+
+    def resume(self) -> None:
+        """A later visit: sampling again, on the engine's process (a new one after a crash), and
+        the model loaded (again, when the engine freed it or restarted: a load window, counted)."""
+        s = self.sampler
+        s.watch(self.backend.pid)
+        s.start()
+        with phase("load"):
+            t0 = s.sample()
+            self.model = self.backend.model(self.plan.load_key, self.plan.gguf.architecture)
+            t1 = s.sample()
+        if not self.model.info.reused:
+            s.add_window("load", t0, t1)
+            self.reloads += 1
+            self.record = replace(self.record, load={**self.record.load, "reloads": self.reloads})
+
+    def warm_up(self, setting: int | str, reference: float | None = None) -> int:
+        """bench.warmup: that many untimed generations, or for "auto" until two consecutive
+        decode rates agree within WARMUP_TOLERANCE (or the last agrees with `reference`, this
+        point's rate from an earlier round), at most WARMUP_MAX. Returns how many ran."""
+        from .schedule import steady
+
+        if setting != "auto":
+            for _ in range(int(setting)):
+                self.warmup(self.warmups)
+            return int(setting)
+        rates: list[float | None] = []
+        for _ in range(WARMUP_MAX):
+            raw = self.warmup(self.warmups)
+            rates.append(decode_rate(raw))
+            if steady(rates, WARMUP_TOLERANCE, reference):
+                break
+        else:
+            msg = (f"warm-up did not settle: {WARMUP_MAX} warm-up decode rates "
+                   + ", ".join("-" if x is None else f"{x:.1f}" for x in rates) + " tok/s")
+            if msg not in self.record.warnings:
+                self.record = replace(self.record, warnings=(*self.record.warnings, msg))
+        self.warmup_rates.extend(rates)
+        return len(rates)
+
     def warmup(self, i: int) -> RawRep:
         """Untimed generation i (seed + 1e6 + i), inside the telemetry's warmup window."""
         s = self.sampler
         with phase("warmup"):
             t0 = s.sample()
-            raw = self.backend.generate(self.timing, seed=self.rc.sampling.seed + WARMUP_SEED_OFFSET + i, **self.gen)
+            raw = self.backend.generate(self.timing, key=self.model.info.key,
+                                        seed=self.rc.sampling.seed + WARMUP_SEED_OFFSET + i, **self.gen)
             s.add_window("warmup", t0, s.sample())
         self.warmups += 1
         return raw
 
-    def repetition(self, r: int) -> Repetition:
+    def repetition(self, r: int, *, round: int | None = None, order: int | None = None) -> Repetition:
         """Timed repetition r (seed + r) with its telemetry windows (idle since the previous one,
-        prefill, decode)."""
+        prefill, decode). `round` and `order` (its place in the sweep's execution order) are
+        recorded with it when the sweep is scheduled in rounds."""
         s = self.sampler
         seed = self.rc.sampling.seed + r
         with phase("measure"):
             start = s.sample()
             if self._prev_end is not None:
                 s.add_window("idle", self._prev_end, start)
-            raw = self.backend.generate(self.timing, seed=seed, **self.gen)
+            raw = self.backend.generate(self.timing, key=self.model.info.key, seed=seed, **self.gen)
             self._prev_end = s.sample()
         if raw.token_ns:
             s.add_window("prefill", raw.t_request_ns, raw.token_ns[0])
             s.add_window("decode", raw.token_ns[0], raw.token_ns[-1], tokens=len(raw.token_ns) - 1)
         rep, rows = to_repetition(r, raw, seed)
+        rep = replace(rep, round=round, order=order)
         self.repetitions.append(rep)
         self.raws.append(raw)
         self.token_rows.extend(rows)
@@ -308,10 +370,9 @@ def measure(point: Point, *, repetitions: int | None = None, make_prompt: Callab
             point.begin()
             point.load(device_lock)
             point.prompt(make_prompt)
-            for i in range(b.warmup):
-                if on_rep:
-                    on_rep("warmup", i + 1, b.warmup, None)
-                point.warmup(i)
+            if on_rep and b.warmup:
+                on_rep("warmup", 1, b.warmup if b.warmup != "auto" else 1, None)
+            point.warm_up(b.warmup)
             for r in range(n):
                 rep = point.repetition(r)
                 if on_rep:

@@ -33,18 +33,22 @@ class Repetition:
     engine_eval_ms: float | None  # llama.cpp's own decode time (llama_perf_context)
     engine_n_eval: int | None
     itl_ms: tuple[float, ...]
+    round: int | None = None  # the sweep round it was measured in (harness.schedule); None: not scheduled
+    order: int | None = None  # its place in the execution order of the invocation that measured it
 
     def to_dict(self) -> dict:
         d = self.metrics.to_dict()
         d.update(seed=self.seed, t_prefill_end_ms=self.t_prefill_end_ms, engine_eval_ms=self.engine_eval_ms,
                  engine_n_eval=self.engine_n_eval, itl_ms=list(self.itl_ms))
+        if self.order is not None:  # scheduled in rounds (harness run -m); absent otherwise
+            d.update(round=self.round, order=self.order)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Repetition":
         return cls(metrics=RepMetrics.from_dict(d), seed=d["seed"], t_prefill_end_ms=d.get("t_prefill_end_ms"),
                    engine_eval_ms=d.get("engine_eval_ms"), engine_n_eval=d.get("engine_n_eval"),
-                   itl_ms=tuple(d.get("itl_ms") or ()))
+                   itl_ms=tuple(d.get("itl_ms") or ()), round=d.get("round"), order=d.get("order"))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 from . import progress, store
 from .config import ConfigError, validate
 from .hydra_conf import to_plain
-from .measure import Notices, Point, backend_for, env_isolated, measure, new_record, now_iso
+from .measure import Notices, Point, backend_for, env_isolated, new_record, now_iso
 from .record import RunError, RunRecord
 
 log = logging.getLogger("harness")
@@ -30,13 +30,22 @@ log = logging.getLogger("harness")
 @dataclass
 class SweepState:
     """What the points of one invocation share in this process: the engine worker (it keeps its
-    loaded model from point to point), the statuses for the closing "N ok, M failed, K skipped"
-    line, and the notices said once. A launcher that pickles the task (submitit, Ray) gives every
-    job process a fresh state."""
+    loaded models from point to point), the statuses for the closing "N ok, M failed, K skipped"
+    line, the notices said once, and, for a sweep measured in rounds (harness.launcher), the
+    points between their visits, the execution order, and the control point with its drift
+    samples. A launcher that pickles the task (submitit, Ray) gives every job process a fresh
+    state."""
 
     tally: Counter = field(default_factory=Counter)
     notices: Notices = field(default_factory=Notices)
     backend: Any = None
+    visit: Any = None  # schedule.Visit of the call being made (set by the launcher), or None
+    live: dict = field(default_factory=dict)  # job folder -> Point between its visits
+    settled: dict = field(default_factory=dict)  # job folder -> its last decode rate (a warm-up reference)
+    order: int = 0
+    warm_pid: int | None = None  # the engine process that has been warmed up
+    control: Any = None  # the control Point
+    drift: list = field(default_factory=list)
 
     def engine(self, rc):
         if self.backend is None:
@@ -45,8 +54,18 @@ class SweepState:
             self.backend.timeout_s = rc.bench.point_timeout_s
         return self.backend
 
+    def next_order(self) -> int:
+        self.order += 1
+        return self.order - 1
+
     def close(self) -> None:
-        """Stop the engine worker (its model freed, llama.cpp's teardown in its log)."""
+        """Stop the samplers of points left between visits (an interrupted sweep) and the engine
+        worker (its models freed, llama.cpp's teardown in its log)."""
+        for point in [*self.live.values(), self.control]:
+            if point is not None and point.sampler is not None:
+                point.sampler.stop()
+        self.live.clear()
+        self.control = None
         if self.backend is not None:
             self.backend.close()
             self.backend = None
@@ -90,6 +109,7 @@ def run_point(cfg, state: SweepState | None = None) -> str:
     from hydra.types import RunMode
 
     state = state if state is not None else SweepState()
+    visit, state.visit = state.visit, None
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     job_name = job_dir.name
@@ -123,13 +143,118 @@ def run_point(cfg, state: SweepState | None = None) -> str:
         state.notices.once(w, w)  # once per sweep: every point of it would repeat the same notice
     rec = new_record(rc, plan, job_name=job_name, overrides=overrides, config=cfg_dict, started_at=started)
     point = Point(rc, plan, state.engine(rc), rec, job_dir, notices=state.notices)
-    rec = measure(point, on_rep=lambda ph, i, n, tps: progress.rep(job_name, ph, i, n, tps))
+    try:
+        point.begin()
+        point.load()
+        point.prompt()
+    except Exception as e:  # the run boundary
+        point.fail(e)
+        return _close(job_dir, point, state)
+    state.live[job_dir] = point
+    return visit_point(state, job_dir, visit)
+
+
+def visit_point(state: SweepState, job_dir: Path, visit=None) -> str:
+    """Measure what `visit` (schedule.Visit; None: everything at once) owes of the point in
+    `job_dir`: warm up when the visit says so (or the engine process is new), the visit's
+    repetitions, and on its last visit the record. Returns the status ("pending" between visits)."""
+    point = state.live[job_dir]
+    b = point.rc.bench
+    last = visit is None or visit.last
+    reps = range(b.repetitions) if visit is None else visit.reps
+    name = point.record.job_name
+    try:
+        if visit is not None and not visit.first:
+            point.resume()
+        pid = point.backend.pid
+        if visit is None or visit.warm or state.warm_pid != pid:
+            if b.warmup:
+                progress.rep(name, "warmup", 1, 1, None)
+            point.warm_up(b.warmup, state.settled.get(job_dir))
+            state.warm_pid = pid
+        for r in reps:
+            rep = point.repetition(r, round=None if visit is None else visit.round,
+                                   order=None if visit is None else state.next_order())
+            state.settled[job_dir] = rep.metrics.decode_tps
+            progress.rep(name, "rep", r + 1, b.repetitions, rep.metrics.decode_tps)
+        if last:
+            point.finish()
+    except Exception as e:  # the run boundary: the failure is this point's, the sweep goes on
+        point.fail(e)
+        last = True
+    if not last:
+        point.pause()
+        return "pending"
+    del state.live[job_dir]
+    return _close(job_dir, point, state)
+
+
+def _close(job_dir: Path, point: Point, state: SweepState) -> str:
+    rec = point.close()
     if rec.status == "ok":
         equivalent = _equivalents(job_dir, rec.effective.get("effective_id"))
         if equivalent:
-            log.warning("%s: same effective configuration as %s", job_name, ", ".join(equivalent))
+            log.warning("%s: same effective configuration as %s", rec.job_name, ", ".join(equivalent))
             rec = replace(rec, equivalent_to=tuple(equivalent))
     return _finish(job_dir, rec, state)
+
+
+def control_visit(state: SweepState, cfg_dict: dict, overrides: list[str], visit, sweep_dir: Path) -> None:
+    """One repetition of the control point (the sweep's first point) for the drift record,
+    <sweep>/drift.json, rewritten after every control repetition. A control that fails is
+    reported once and dropped; the sweep goes on."""
+    if state.control is False:
+        return
+    point = state.control
+    try:
+        if point is None:
+            rc, plan = preflight(cfg_dict)
+            point = Point(rc, plan, state.engine(rc),
+                          new_record(rc, plan, job_name="control", config=cfg_dict), None, notices=state.notices)
+            state.control = point
+            point.begin()
+            point.load()
+            point.prompt()
+        else:
+            point.resume()
+        pid = point.backend.pid
+        if state.warm_pid != pid:  # the process's warm-up before its first measured repetition
+            point.warm_up(point.rc.bench.warmup)
+            state.warm_pid = pid
+        order = state.next_order()
+        rep = point.repetition(len(point.repetitions), round=visit.round, order=order)
+        point.pause()
+    except Exception as e:
+        log.warning("control point failed (%s: %s); the drift of this sweep is not measured", type(e).__name__, e)
+        if isinstance(point, Point) and point.sampler is not None:
+            point.sampler.stop()
+        state.control = False
+        return
+    m = rep.metrics
+    state.drift.append({"round": visit.round, "position": visit.control, "order": order,
+                        "t_ns": point.raws[-1].t_request_ns, **{k: getattr(m, k) for k in DRIFT_METRICS}})
+    write_drift(sweep_dir, point, overrides, state.drift, visit.rounds)
+
+
+DRIFT_METRICS = ("decode_tps", "prefill_tps", "ttft_ms", "e2e_ms")
+DRIFT_FILE = "drift.json"
+
+
+def write_drift(sweep_dir: Path, point: Point, overrides: list[str], samples: list[dict], rounds: int) -> None:
+    rec = point.record
+    store.write_json(sweep_dir / DRIFT_FILE, {
+        "schema_version": 1,
+        "what": "the sweep's first point re-measured at the start and end of every round, in execution order",
+        "control": {"overrides": list(overrides), "effective_id": rec.effective.get("effective_id"),
+                    "config": _control_params(rec.config)},
+        "rounds": rounds,
+        "started_at": rec.started_at,
+        "samples": samples,
+    })
+
+
+def _control_params(cfg: dict) -> dict:
+    return {k: cfg.get(k) for k in ("model", "runtime", "sampling", "workload")}
 
 
 def _finish(job_dir: Path, rec: RunRecord, state: SweepState) -> str:

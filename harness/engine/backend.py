@@ -68,13 +68,13 @@ class ModelView:
     n_ctx = property(lambda self: self.info.n_ctx_limit)
 
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
-        return self._backend.tokenize(text, add_bos)
+        return self._backend.tokenize(text, add_bos, key=self.info.key)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._backend.detokenize(list(tokens))
+        return self._backend.detokenize(list(tokens), key=self.info.key)
 
     def apply_chat_template(self, messages: list[dict]) -> str | None:
-        return self._backend.apply_chat_template(messages)
+        return self._backend.apply_chat_template(messages, key=self.info.key)
 
 
 class NoModelLoaded(llama.EngineError):
@@ -93,10 +93,17 @@ class InProcess:
     def pid(self) -> int:
         return os.getpid()
 
-    def _lm(self) -> llama.LoadedModel:
-        if self.engine.current is None:
-            raise NoModelLoaded("no model is loaded")
-        return self.engine.current
+    def _lm(self, key: LoadKey | None = None) -> llama.LoadedModel:
+        """The model loaded with `key` (the one used last when None)."""
+        if key is None:
+            if self.engine.current is None:
+                raise NoModelLoaded("no model is loaded")
+            return self.engine.current
+        lm = self.engine.models.get(key)
+        if lm is None:
+            raise NoModelLoaded(f"the model of this point is not loaded ({key.model_path}, n_ctx={key.n_ctx})")
+        self.engine.models.move_to_end(key)
+        return lm
 
     def load(self, key: LoadKey, architecture: str) -> LoadInfo:
         lm, reused = self.engine.load_key(key, architecture)
@@ -106,24 +113,24 @@ class InProcess:
         """Load (or reuse) and return the model as a tokenizer with its LoadInfo."""
         return ModelView(self.load(key, architecture), self)
 
-    def tokenize(self, text: str, add_bos: bool) -> list[int]:
-        return list(self._lm().tokenize(text, add_bos))
+    def tokenize(self, text: str, add_bos: bool, key: LoadKey | None = None) -> list[int]:
+        return list(self._lm(key).tokenize(text, add_bos))
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._lm().detokenize(tokens)
+    def detokenize(self, tokens: Sequence[int], key: LoadKey | None = None) -> str:
+        return self._lm(key).detokenize(tokens)
 
-    def apply_chat_template(self, messages: list[dict]) -> str | None:
-        return self._lm().apply_chat_template(messages)
+    def apply_chat_template(self, messages: list[dict], key: LoadKey | None = None) -> str | None:
+        return self._lm(key).apply_chat_template(messages)
 
-    def generate(self, timing: str, **gen: Any) -> llama.RawRep:
-        """One timed repetition on the timing path `timing` ("native" or "python"); `gen` are
-        llama.generate's keyword arguments (text, tokens, add_bos, sampling, seed, max_tokens,
-        ignore_eos)."""
+    def generate(self, timing: str, key: LoadKey | None = None, **gen: Any) -> llama.RawRep:
+        """One timed repetition on the timing path `timing` ("native" or "python") with the model
+        loaded with `key` (the one used last when None); `gen` are llama.generate's keyword
+        arguments (text, tokens, add_bos, sampling, seed, max_tokens, ignore_eos)."""
         if timing == "native":
             from . import native
 
-            return native.generate(self._lm(), **gen)
-        return llama.generate(self._lm(), **gen)
+            return native.generate(self._lm(key), **gen)
+        return llama.generate(self._lm(key), **gen)
 
     def call(self, target: str, *args: Any, **kwargs: Any) -> Any:
         """`target(loaded model, *args, **kwargs)` for a "harness.module:function" target: engine

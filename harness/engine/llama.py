@@ -1,8 +1,8 @@
 """llama-cpp-python in this process: loading models, and the Python timing path.
 
-Only the engine package touches llama_cpp. An `Engine` keeps its loaded model for the next point
-when the LoadKey is equal; anything else reloads, and load time is measured separately from every
-repetition. Sweeps run an Engine inside a supervised worker process (engine/worker.py), so that a
+Only the engine package touches llama_cpp. An `Engine` keeps its loaded models for later points
+with an equal LoadKey (several, bounded by count and host memory); anything else loads, and load
+time is measured separately from every repetition. Sweeps run an Engine inside a supervised worker process (engine/worker.py), so that a
 llama.cpp abort costs one point, not the sweep.
 
 The Python timing path drives llama.cpp's C API through llama-cpp-python's ctypes bindings:
@@ -177,38 +177,87 @@ def _capture_stderr():
 
 
 class Engine:
-    """The loaded model of this process (at most one) and how many loads it has done. A load with
-    the same LoadKey as the loaded model reuses it."""
+    """The models loaded in this process and how many loads it has done. A load with the LoadKey of
+    a loaded model reuses it. Up to `max_models` stay loaded (least recently used first out), so a
+    sweep that visits its load groups in turn (bench.rounds) does not reload them; before a new
+    load, models are freed while the host would keep less than `reserve` of its memory free with
+    the new one loaded (its file size counted), and after it while it keeps less. GPU memory is
+    guarded the same way by the offloading load failing, which frees every other model and tries
+    once more."""
 
-    def __init__(self) -> None:
-        self.current: LoadedModel | None = None
+    def __init__(self, max_models: int = 4, reserve: float = 0.2) -> None:
+        from collections import OrderedDict
+
+        self.models: "OrderedDict[LoadKey, LoadedModel]" = OrderedDict()
         self.loads = 0
+        self.max_models = max_models
+        self.reserve = reserve
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model used last."""
+        return next(reversed(self.models.values())) if self.models else None
 
     def unload(self) -> None:
-        """Free the loaded model (if any). Safe to call twice."""
-        if self.current is not None:
-            try:
-                with _capture_stderr():
-                    self.current.llm.close()
-            finally:
-                self.current = None
+        """Free every loaded model. Safe to call twice."""
+        while self.models:
+            self._free(next(iter(self.models)))
+
+    def _free(self, key: LoadKey) -> None:
+        lm = self.models.pop(key)
+        with _capture_stderr():
+            lm.llm.close()
 
     def load(self, plan: Plan) -> tuple[LoadedModel, bool]:
-        """Load the model for `plan`, or reuse the loaded one when its LoadKey is equal.
+        """Load the model for `plan`, or reuse a loaded one with an equal LoadKey.
 
         Returns (model, reused). Load time (model + context creation) is in `model.load_ms`.
         """
         return self.load_key(plan.load_key, plan.gguf.architecture)
 
     def load_key(self, key: LoadKey, architecture: str) -> tuple[LoadedModel, bool]:
-        if self.current is not None and self.current.key == key:
-            return self.current, True
-        self.unload()
-        lm = _load(key, architecture)
+        if key in self.models:
+            self.models.move_to_end(key)
+            return self.models[key], True
+        self._make_room(_file_size(key.model_path))
+        try:
+            lm = _load(key, architecture)
+        except EngineError:
+            if not self.models:
+                raise
+            self.unload()  # out of (GPU) memory is the usual reason: try once more alone
+            lm = _load(key, architecture)
         self.loads += 1
         lm.loads_in_process = self.loads
-        self.current = lm
+        self.models[key] = lm
+        self._make_room(0)
         return lm, False
+
+    def _make_room(self, need: int) -> None:
+        """Free least recently used models beyond max_models, or while host memory is short."""
+        limit = self.max_models - (1 if need else 0)
+        while self.models and (len(self.models) > limit or _host_short(need, self.reserve)):
+            if not need and len(self.models) == 1:
+                return  # never the model just loaded
+            self._free(next(iter(self.models)))
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _host_short(need: int, reserve: float) -> bool:
+    """Would the host keep less than `reserve` of its memory free after `need` more bytes?"""
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+    except Exception:  # no psutil reading: keep models (max_models still bounds them)
+        return False
+    return vm.available - need < reserve * vm.total
 
 
 def _load(key: LoadKey, architecture: str) -> LoadedModel:

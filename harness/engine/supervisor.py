@@ -212,17 +212,17 @@ class WorkerEngine:
     def model(self, key: LoadKey, architecture: str) -> ModelView:
         return ModelView(self.load(key, architecture), self)
 
-    def tokenize(self, text: str, add_bos: bool) -> list[int]:
-        return self.request("tokenize", text, add_bos)
+    def tokenize(self, text: str, add_bos: bool, key: LoadKey | None = None) -> list[int]:
+        return self.request("tokenize", text, add_bos, key=key)
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return self.request("detokenize", list(tokens))
+    def detokenize(self, tokens: Sequence[int], key: LoadKey | None = None) -> str:
+        return self.request("detokenize", list(tokens), key=key)
 
-    def apply_chat_template(self, messages: list[dict]) -> str | None:
-        return self.request("apply_chat_template", messages)
+    def apply_chat_template(self, messages: list[dict], key: LoadKey | None = None) -> str | None:
+        return self.request("apply_chat_template", messages, key=key)
 
-    def generate(self, timing: str, **gen: Any) -> RawRep:
-        return self.request("generate", timing, **gen)
+    def generate(self, timing: str, key: LoadKey | None = None, **gen: Any) -> RawRep:
+        return self.request("generate", timing, key=key, **gen)
 
     def call(self, target: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
         return self.request("call", target, *args, timeout_s=timeout_s, **kwargs)

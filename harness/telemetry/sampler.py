@@ -102,6 +102,9 @@ class Sampler:
     def start(self) -> "Sampler":
         if self.gpu is None and self.host is None:
             return self  # nothing to sample: no thread
+        if self._thread is not None:
+            return self  # running
+        self._stop.clear()  # a sampler paused with stop() starts again
         self.sample("tick")
         self._thread = threading.Thread(target=self._loop, name="harness-telemetry", daemon=True)
         self._thread.start()
