@@ -66,7 +66,7 @@ _LINKED = {**EFFECTIVE_OF, **{v: k for k, v in EFFECTIVE_OF.items()}}
 
 
 def effects(df: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
-            min_effect: float = 0.01, seed: int = SEED) -> list[dict]:
+            min_effect: float = 0.01, seed: int = SEED, drift: dict | None = None) -> list[dict]:
     """Adjacent-level comparisons of every varying parameter on every metric with data.
 
     Returns a list of dicts, one per comparison, in (group, param, metric, level) order:
@@ -85,14 +85,20 @@ def effects(df: pd.DataFrame, metrics=DEFAULT_METRICS, alpha: float = 0.05,
       load_effect (bool), confounded (bool: unbalanced and no shared combination of the other
         parameters), note ("; "-joined plain-words reasons, ending "significant" or
         "not significant").
+
+    Samples measured in rounds (a `round` column with two or more rounds in a group) are
+    compared blocked by round: the differences are taken within each round (and combination of
+    the other parameters), so a drift of the machine from round to round cancels. `drift`
+    (metric -> relative drift the same sweep measured, harness.analysis.noise) raises the
+    minimum effect of that metric: a difference no larger than the drift is not called an effect.
     """
     # Values too large for float arithmetic (1e308) give inf / NaN statistics, never a warning:
     # analysis code returns data, it does not print.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        return _effects(df, metrics, alpha, min_effect, seed)
+        return _effects(df, metrics, alpha, min_effect, seed, drift or {})
 
 
-def _effects(df: pd.DataFrame, metrics, alpha: float, min_effect: float, seed: int) -> list[dict]:
+def _effects(df: pd.DataFrame, metrics, alpha: float, min_effect: float, seed: int, drift: dict) -> list[dict]:
     df = df.reset_index(drop=True)
     ok = ok_mask(df)
     cfg = config_keys(df)
@@ -112,21 +118,35 @@ def _effects(df: pd.DataFrame, metrics, alpha: float, min_effect: float, seed: i
         if not params:
             continue
         names = [p for p, _ in params]
+        blocked = _blocked(sub)
+        if blocked:
+            sub = sub.assign(_block=sub["round"].astype("float64"))
         frames = {"sample": sub}
         if any(m in RUN_LEVEL_METRICS for m in metrics):
             frames["run"] = _per_run(sub, [m for m in metrics if m in RUN_LEVEL_METRICS], names)
-        coded = {u: _Coded(f, names) for u, f in frames.items()}
+        coded = {u: _Coded(f, names + (["_block"] if blocked and u == "sample" else [])) for u, f in frames.items()}
         for p, aliases in params:
             others = [q for q in names if q != p and q != _LINKED.get(p)]
             load_param = any(x in LOAD_PARAMS for x in [p, *aliases])
-            prepared = {u: _Levels(coded[u], p, others) for u in frames}
+            prepared = {u: _Levels(coded[u], p, others + (["_block"] if blocked and u == "sample" else []),
+                                   blocked=blocked and u == "sample") for u in frames}
             for m in metrics:
                 unit = "run" if m in RUN_LEVEL_METRICS else "sample"
                 for c in prepared[unit].compare(frames[unit][m], load_param, seed):
                     comps.append({"group": label, "group_keys": dict(gkeys), "param": p, "aliases": list(aliases),
-                                  "metric": m, "unit": unit, **c})
+                                  "metric": m, "unit": unit, "blocked": blocked and unit == "sample",
+                                  "drift": drift.get(m), **c})
     finish(comps, alpha, min_effect)
     return comps
+
+
+def _blocked(sub: pd.DataFrame) -> bool:
+    """Were the samples of this group measured in rounds (every ok sample knows its round, and
+    there are at least two)?"""
+    if "round" not in sub.columns:
+        return False
+    r = sub["round"]
+    return bool(r.notna().all() and r.nunique() >= 2)
 
 
 # --- internals ----------------------------------------------------------------------------------
@@ -186,8 +206,9 @@ class _Levels:
     """The levels of one parameter in one frame, and the strata (combinations of the other
     varying parameters) of its rows; reused for every metric."""
 
-    def __init__(self, coded: _Coded, p: str, others: list[str]):
+    def __init__(self, coded: _Coded, p: str, others: list[str], blocked: bool = False):
         f = coded.f
+        self.blocked = blocked
         uniq = list(coded.uniques[p])
         order = sorted(range(len(uniq)), key=lambda i: natural_key(uniq[i]))
         self.values = [uniq[i] for i in order]
@@ -236,7 +257,8 @@ class _Levels:
             same_eff = cfgsets[a] == cfgsets[b]
             reload = bool(known[a] and known[b] and loaded[a] != loaded[b]) and not load_param
             na_s, nb_s = cn[:, a], cn[:, b]
-            balanced = bool(np.all(na_s * n[b] == nb_s * n[a]))
+            # Blocked by round: always within strata (rounds x other parameters), so drift cancels.
+            balanced = bool(np.all(na_s * n[b] == nb_s * n[a])) and not self.blocked
             shared = (na_s > 0) & (nb_s > 0)
             confounded, adjusted = False, False
             diff, base = mean[b] - mean[a], mean[a]

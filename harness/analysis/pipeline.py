@@ -24,6 +24,7 @@ class Analysis:
     best: dict
     pareto: object
     timings: dict = field(default_factory=dict)
+    noise: dict = field(default_factory=dict)  # analysis.noise.assess: drift, trends, noise floor
 
 
 def analyze(paths: list[str | Path], *, max_file_bytes: int = 200 * 2**20) -> Analysis:
@@ -31,6 +32,7 @@ def analyze(paths: list[str | Path], *, max_file_bytes: int = 200 * 2**20) -> An
     NothingToAnalyse (with the ingestion summary) when no ok sample exists."""
     from . import best as best_mod
     from . import effects as effects_mod
+    from . import noise as noise_mod
     from . import stats
     from .ingest import ingest
 
@@ -45,14 +47,15 @@ def analyze(paths: list[str | Path], *, max_file_bytes: int = 200 * 2**20) -> An
         raise err
     configs = stats.configurations(df)
     varying = stats.varying_params(df)
-    comparisons = effects_mod.effects(df)
+    noise = noise_mod.assess(df, [Path(p) for p in paths])
+    comparisons = effects_mod.effects(df, drift=noise["floor"])
     summary = effects_mod.effect_summary(comparisons)
     best = best_mod.best(configs)
     front = best_mod.pareto(configs)
     t2 = time.perf_counter()
     return Analysis(roots=[Path(p) for p in paths], ingest=result, samples=df, ok=ok, configs=configs,
                     varying=varying, effects=comparisons, effect_summary=summary, best=best, pareto=front,
-                    timings={"ingest_s": t1 - t0, "analysis_s": t2 - t1})
+                    timings={"ingest_s": t1 - t0, "analysis_s": t2 - t1}, noise=noise)
 
 
 def shown_params(an: Analysis) -> list[str]:

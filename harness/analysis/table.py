@@ -43,6 +43,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("sweep", "str", "id", "sweep name / folder"),
     Column("job", "str", "id", "job / config name"),
     Column("rep", "int", "id", "repetition index inside the run (0-based)"),
+    Column("round", "int", "meta", "sweep round the sample was measured in (bench.rounds); empty when not scheduled"),
+    Column("order", "int", "meta", "place of the sample in its invocation's execution order; empty when not scheduled"),
     Column("status", "str", "id", "ok | failed"),
     Column("error", "str", "id", "error text of a failed sample"),
     Column("started_at", "str", "meta", "ISO time of the run, when known"),
@@ -158,7 +160,8 @@ def rows_from_record(rec: dict, source_file: str) -> list[dict]:
     out = []
     for r in reps:
         out.append(base | {
-            "rep": r.get("rep"), "status": "ok", "ttft_ms": r.get("ttft_ms"), "prompt_eval_ms": r.get("prompt_eval_ms"),
+            "rep": r.get("rep"), "round": r.get("round"), "order": r.get("order"),
+            "status": "ok", "ttft_ms": r.get("ttft_ms"), "prompt_eval_ms": r.get("prompt_eval_ms"),
             "prefill_tps": r.get("prefill_tps"), "decode_ms": r.get("decode_ms"), "decode_tps": r.get("decode_tps"),
             "e2e_ms": r.get("e2e_ms"), "n_gen_tokens": r.get("n_gen_tokens"), "itl_p50_ms": r.get("itl_p50_ms"),
             "itl_p99_ms": r.get("itl_p99_ms"),

@@ -30,9 +30,17 @@ def finish(comps: list[dict], alpha: float, min_effect: float) -> None:
         why = c.pop("why", "")
         if why:
             notes.append(why)
+        if c.get("blocked"):
+            notes.append("blocked by round")
         below = math.isfinite(c["rel_diff"]) and abs(c["rel_diff"]) < min_effect
+        drift = c.get("drift")
+        within_drift = (drift is not None and math.isfinite(c["rel_diff"]) and not below
+                        and abs(c["rel_diff"]) <= drift)
         if ph < alpha and below and not c["same_effective"]:
             notes.append(f"below the minimum effect size ({min_effect:.0%})")
+        if ph < alpha and within_drift and not c["same_effective"]:
+            notes.append(f"no larger than the drift this sweep measured ({drift:.1%})")
+        below = below or within_drift
         c["significant"] = bool(ph < alpha) and not below and not c["same_effective"] \
             and math.isfinite(c["rel_diff"])
         notes.append("significant" if c["significant"] else "not significant")

@@ -6,6 +6,7 @@ numbers, recommendations follow from findings by rules, risks from what the data
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -104,6 +105,9 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     for path, caption in figs:
         s.add(Figure(path, caption))
 
+    # 4b. Noise and drift: what the same sweep measured about its own reliability.
+    _noise_section(doc, an)
+
     # 5. Key findings.
     doc.section("Key findings").add(Bullets(tuple(findings["statements"]) or ("No finding: too little data.",)))
 
@@ -128,6 +132,53 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     doc.section("Metrics glossary").add(Table(("metric", "meaning"), tuple(
         (c.name, c.doc) for c in COLUMNS if c.kind == "metric" and c.doc)))
     return doc, tim
+
+
+def _pct(x, signed: bool = True) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:+.1%}" if signed else f"{x:.1%}"
+
+
+def _noise_section(doc: Document, an) -> None:
+    """Drift (control point, trend against execution order) and the noise floor per metric."""
+    nz = getattr(an, "noise", None) or {}
+    noise, trends, drift = nz.get("noise") or {}, nz.get("trends") or {}, nz.get("drift") or []
+    if not (noise or trends or drift):
+        return
+    s = doc.section("Noise and drift")
+    s.add(Paragraph("How far this sweep's own numbers can be trusted. An effect is reported only when it is "
+                    "significant (Holm-corrected), at least 1% and larger than the drift measured here; samples "
+                    "measured in rounds are compared within each round, so a slow drift cancels."))
+    rows = []
+    for m in noise.keys() | trends.keys() | {k for d in drift for k in d["metrics"]}:
+        nf, tr = noise.get(m) or {}, trends.get(m)
+        dr = [d["metrics"][m] for d in drift if m in d["metrics"]]
+        d0 = dr[0] if dr else {}
+        lo, hi = (d0.get("rel_ci") or (None, None)) if d0 else (None, None)
+        rows.append((m, (_pct(d0.get("rel")) + (f" [{_pct(lo)}, {_pct(hi)}]" if lo is not None else "")) if d0 else "-",
+                     f"{_pct(tr['rel'])} (p={tr['p']:.2g})" if tr else "-",
+                     _pct(nf.get("cv"), False), num(nf.get("n")), _pct(nf.get("mde"), False),
+                     str(nf.get("reps_for_2pct")) if nf.get("reps_for_2pct") else "-"))
+    order = {m: i for i, m in enumerate(("decode_tps", "prefill_tps", "ttft_ms", "e2e_ms"))}
+    rows.sort(key=lambda r: order.get(r[0], 99))
+    s.add(Table(("metric", "control drift over the sweep [95% CI]", "trend vs execution order", "CV",
+                 "samples / config", "min. detectable effect", "samples for 2%"), tuple(rows),
+                caption="Control drift: the sweep's first configuration re-measured at the start and end of every "
+                        "round (drift.json), change over the sweep relative to its mean. Trend: every sample relative "
+                        "to its configuration's mean, regressed on execution order. Minimum detectable effect: "
+                        "alpha 0.05, power 0.8, for the CV and samples per configuration measured here."))
+    if not drift:
+        s.add(Paragraph("No control point was measured (a single point, a sweep from another launcher, or files "
+                        "from another tool): drift is judged from the order trend alone, where samples know their "
+                        "order."))
+    cal = nz.get("calibrated")
+    if cal:
+        cm = cal.get("metrics") or {}
+        parts = [f"{m} CV {_pct((cm.get(m) or {}).get('cv'), False)}" for m in ("decode_tps", "ttft_ms") if m in cm]
+        s.add(Paragraph(f"This machine's calibrated noise floor (harness calibrate, {cal.get('created_at', '?')[:10]}, "
+                        f"{cal.get('n', '?')} A/A samples per side on {cal.get('model', 'the default model')}): "
+                        + ", ".join(parts) + "."))
 
 
 def _narrative_section(doc: Document, nar) -> None:
@@ -223,7 +274,7 @@ def _findings(an, varying) -> dict:
         else:
             no_effect.append((param, metric))
             statements.append(f"{param} has no measurable effect on {metric}{where} (largest difference {big:.1%}, "
-                              f"not significant after Holm correction, or below the 1% minimum effect).")
+                              f"not significant after Holm correction, below the 1% minimum effect, or within the drift this sweep measured).")
     merged = []
     if "requested_n_gpu_layers" in an.configs:
         for row in an.configs.to_dict("records"):
