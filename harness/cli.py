@@ -31,6 +31,8 @@ commands:
                           csv, parquet, pytest-benchmark, llama-bench-json|jsonl|csv|sql
   models                  list configured models: resolved file, size, architecture, layers,
                           trained context, quantisation, or why the model does not resolve
+  calibrate [overrides]   this machine's noise floor: a short A/A measurement on the default
+                          model (CV, minimum detectable effect), stored and cited by reports
   doctor                  engine version, GPU offload support, NVML, default model status
   experiment NAME [overrides]
                           agent_ab (agent workflow, configurations A vs B) or concurrent_agents
@@ -72,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         from .experiments.command import cmd_experiment
 
         return cmd_experiment(rest)
+    if cmd == "calibrate":
+        from .calibrate import cmd_calibrate
+
+        return cmd_calibrate(rest)
     if cmd == "doctor":
         from .doctor import cmd_doctor
 

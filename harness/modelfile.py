@@ -79,11 +79,34 @@ def default_model_path() -> Path:
 
     pkg = importlib.import_module(DEFAULT_PACKAGE_MODULE)
     target = Path(pkg.default_output_path())
-    if target.is_file() and _cached_sha(target) == pkg.EXPECTED_SHA256:
+    # An existing file is checked (its sha256 computed once, then cached) and never rewritten in
+    # place: an engine worker may have it mapped, and truncating a mapped file kills the reader
+    # with SIGBUS. A missing or wrong file is assembled under a temporary name and renamed over.
+    if target.is_file() and _digest(target) == pkg.EXPECTED_SHA256:
         return target
-    path = Path(pkg.assemble(target, overwrite=target.exists()))
-    _remember_sha(path, pkg.EXPECTED_SHA256)
-    return path
+    tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+    try:
+        pkg.assemble(tmp, overwrite=True)  # verifies the assembled file's sha256
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _remember(target, pkg.EXPECTED_SHA256)
+    return target
+
+
+def _digest(path: Path) -> str | None:
+    """sha256 of `path` from the cache, else computed (and remembered when the cache is writable)."""
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def _remember(path: Path, digest: str) -> None:
+    try:
+        _remember_sha(path, digest)
+    except OSError:  # an unwritable cache costs a sha256 per process, nothing else
+        pass
 
 
 def resolve(model: ModelConfig) -> Path:
@@ -163,5 +186,5 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
-    _remember_sha(path, digest)
+    _remember(path, digest)
     return digest

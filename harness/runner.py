@@ -62,7 +62,7 @@ class SweepState:
         """Stop the samplers of points left between visits (an interrupted sweep) and the engine
         worker (its models freed, llama.cpp's teardown in its log)."""
         for point in [*self.live.values(), self.control]:
-            if point is not None and point.sampler is not None:
+            if isinstance(point, Point) and point.sampler is not None:
                 point.sampler.stop()
         self.live.clear()
         self.control = None

@@ -91,3 +91,18 @@ def test_sha256_refuses_a_fifo(tmp_path):
     os.mkfifo(tmp_path / "m.gguf")
     with pytest.raises(NotARegularFile):
         sha256_file(tmp_path / "m.gguf")
+
+
+def test_the_default_model_file_is_never_rewritten_in_place(monkeypatch, tmp_path):
+    """A fresh (or unwritable) sha256 cache must not make the harness re-assemble the default
+    model over itself: an engine worker that has the file mapped would die with SIGBUS."""
+    from harness.modelfile import default_model_path
+
+    path = default_model_path()
+    before = path.stat()
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "fresh"))
+    assert default_model_path() == path
+    monkeypatch.setenv("HARNESS_CACHE", "/proc/no-such-cache")  # cannot be written
+    assert default_model_path() == path
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
