@@ -90,8 +90,10 @@ def _measure(benchmark: Any, backend: Any, overrides: tuple[str, ...], cfg: dict
     if hasattr(backend, "timeout_s"):
         backend.timeout_s = rc.bench.point_timeout_s
     # With --benchmark-disable pedantic makes a single call (index 0): no warm-up then, so that
-    # call is a timed repetition rather than nothing.
-    warm = 0 if getattr(benchmark, "disabled", False) else rc.bench.warmup
+    # call is a timed repetition rather than nothing. bench.warmup=auto warms up before the
+    # timed rounds (until two warm-ups agree), outside pytest-benchmark's warm-up rounds.
+    auto = rc.bench.warmup == "auto"
+    warm = 0 if getattr(benchmark, "disabled", False) or auto else rc.bench.warmup
     point = Point(rc, plan, backend, new_record(rc, plan, job_name="harness_bench", overrides=overrides,
                                                 config=cfg))
     calls = itertools.count()
@@ -113,6 +115,8 @@ def _measure(benchmark: Any, backend: Any, overrides: tuple[str, ...], cfg: dict
             point.begin()
             point.load(lock)
             point.prompt()
+            if auto and not getattr(benchmark, "disabled", False):
+                point.warm_up("auto")
             benchmark.pedantic(target, setup=setup, rounds=rc.bench.repetitions, warmup_rounds=warm,
                                iterations=1)
             point.finish()
