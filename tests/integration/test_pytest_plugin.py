@@ -32,6 +32,9 @@ def bench_dir(pytester, monkeypatch, model_path):
     if _HOME:
         monkeypatch.setenv("HOME", _HOME)
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    # Device locks of this test session only (as tests/conftest.run_harness does): a harness job of
+    # another session on the host must not make these benchmarks fail with DeviceBusy.
+    monkeypatch.setenv("HARNESS_DEVICE_LOCK_SCOPE", os.environ.get("HARNESS_DEVICE_LOCK_SCOPE") or f"pytest-{os.getpid()}")
     pytester.makepyfile(test_tiny=BENCH_FILE)
     return pytester
 

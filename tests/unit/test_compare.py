@@ -174,11 +174,13 @@ def test_significant_row_has_a_ci_that_excludes_1():
 
 
 def test_threshold_is_inclusive():
-    row = {"metric": "decode_tps", "significant": True, "ratio": 0.95, "mean_a": 100.0, "mean_b": 95.0,
-           "ratio_ci95_low": 0.94, "ratio_ci95_high": 0.96, "p_value": 1e-6, "label": "x", "group_b": "g"}
-    assert parse_check("decode_tps:-5%").fails(row)  # exactly 5% lower: at least the threshold
-    assert parse_check("decode_tps:-5.1%").fails(row) is None
-    assert parse_check("ttft_ms:+10%").fails({**row, "metric": "ttft_ms", "ratio": 1.10, "mean_b": 110.0})
+    # 0.9 - 1 and 1.2 - 1 fall just short of -0.1 and 0.2 in floating point: still "at least".
+    row = {"metric": "decode_tps", "significant": True, "ratio": 0.9, "mean_a": 100.0, "mean_b": 90.0,
+           "ratio_ci95_low": 0.89, "ratio_ci95_high": 0.91, "p_value": 1e-6, "label": "x", "group_b": "g"}
+    assert parse_check("decode_tps:-10%").fails(row)  # exactly 10% lower: at least the threshold
+    assert parse_check("decode_tps:-10.1%").fails(row) is None
+    assert parse_check("ttft_ms:+20%").fails({**row, "metric": "ttft_ms", "ratio": 1.2, "mean_b": 120.0})
+    assert parse_check("decode_tps:-10%").fails({**row, "significant": False}) is None
 
 
 # --- saved pytest-benchmark runs of harness_bench: per-round samples, matched by name -----------
