@@ -347,9 +347,15 @@ class Point:
         from .telemetry.session import close
 
         close(self.sampler, self._tinfo)
+        extra_w: list[str] = []
         if self.job_dir is not None:
-            write_telemetry(self.job_dir, self.sampler)
+            try:
+                write_telemetry(self.job_dir, self.sampler)
+            except OSError as e:  # disk full, read-only: run.json's own write decides what happens next
+                log.error("%s: telemetry.csv not written: %s", self.record.job_name, e)
+                extra_w.append(f"telemetry.csv not written: {e.strerror or e}")
         block, extra = telemetry_block(self.sampler, self._tinfo)
+        extra = [*extra, *extra_w]
         rec = replace(self.record, telemetry=block, warnings=(*self.record.warnings, *extra))
         if rec.status == "ok":
             rec = replace(rec, roofline=roofline(rec, self.plan, block.get("gpu")))
