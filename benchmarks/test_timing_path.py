@@ -2,7 +2,9 @@
 
 `make bench` (or `pytest benchmarks/`). Each benchmark records ratios in extra_info, computed from
 the same repetitions, so they are comparable on a noisy shared machine:
-  python_path_share  = 1 - engine decode time / wall decode time (harness + sampling overhead)
+  path_share  = 1 - llama.cpp's decode time (t_eval) / wall decode time (driver + sampling overhead),
+                for the Python path and (when its library is usable) the native one
+The two paths against each other, interleaved with intervals: benchmarks/test_native_vs_python.py.
 """
 
 from __future__ import annotations
@@ -35,17 +37,23 @@ def test_gguf_header_read(benchmark, model_path):
     assert info.n_layers == 18 and info.n_vocab == 262144
 
 
+@pytest.mark.parametrize("timing", ["python", "native"])
 @pytest.mark.parametrize("temperature", [0.0, 0.8], ids=["greedy", "sampled"])
-def test_decode_tg32(benchmark, loaded, temperature):
+def test_decode_tg32(benchmark, loaded, temperature, timing):
     """32 generated tokens after a 16-token prompt: wall decode vs llama.cpp's own decode time."""
+    from harness.engine import native
+
     rc, lm = loaded
+    if timing == "native" and not native.status().usable:
+        pytest.skip(f"native timing path unusable: {native.status().reason}")
+    generate = native.generate if timing == "native" else engine.generate
     s = SamplingConfig(temperature=temperature, top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=1.0, seed=1)
     prompt = list(range(1000, 1016))
     reps = []
 
     def once():
-        raw = engine.generate(lm, text=None, tokens=prompt, add_bos=False, sampling=s, seed=1,
-                              max_tokens=32, ignore_eos=True)
+        raw = generate(lm, text=None, tokens=prompt, add_bos=False, sampling=s, seed=1,
+                       max_tokens=32, ignore_eos=True)
         reps.append(raw)
         return raw
 
@@ -54,5 +62,6 @@ def test_decode_tg32(benchmark, loaded, temperature):
     eng = sum(r.engine_eval_ms for r in reps)
     benchmark.extra_info["decode_tps_wall"] = sum(len(r.token_ids) - 1 for r in reps) / (wall / 1e3)
     benchmark.extra_info["decode_tps_engine"] = sum(r.engine_n_eval for r in reps) / (eng / 1e3)
-    benchmark.extra_info["python_path_share"] = 1 - eng / wall
+    benchmark.extra_info["path_share"] = 1 - eng / wall
+    benchmark.extra_info["timing_path"] = timing
     assert all(len(r.token_ids) == 32 for r in reps)
