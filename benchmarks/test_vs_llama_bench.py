@@ -255,7 +255,8 @@ def _ratios(harness: list[dict], lbs: list[dict]) -> dict[str, dict]:
 
 def _ci(row: dict) -> str:
     lo, hi = row["ratio_ci95_low"], row["ratio_ci95_high"]
-    ci = "[?]" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
+    ok = lo is not None and hi is not None and lo == lo and hi == hi  # None or NaN: no interval (too few rounds)
+    ci = f"[{lo:.3f}, {hi:.3f}]" if ok else "[no CI]"
     return f"{row['ratio']:.3f} {ci}"
 
 
