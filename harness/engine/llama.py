@@ -141,6 +141,13 @@ class _Captured:
     text = ""
 
 
+def _readable(fd: int) -> bool:
+    """Is `fd` open for reading (a log opened read-write) rather than write-only (`2>file`)?"""
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+
+
 @contextmanager
 def _capture_stderr():
     """What the C library writes to file descriptor 2 during the block, for the record. When fd 2
@@ -154,7 +161,7 @@ def _capture_stderr():
 
     cap = _Captured()
     sys.stderr.flush()
-    if stat.S_ISREG(os.fstat(2).st_mode):
+    if stat.S_ISREG(os.fstat(2).st_mode) and _readable(2):
         start = os.lseek(2, 0, os.SEEK_END)
         try:
             yield cap

@@ -93,3 +93,16 @@ def test_exit_descriptions():
     assert describe_exit(-signal.SIGABRT) == "signal SIGABRT"
     assert describe_exit(134) == "exit code 134"
     assert describe_exit(None) == "still running"
+
+
+def test_llama_log_capture_works_with_stderr_redirected_to_a_write_only_file(tmp_path):
+    """`harness run ... 2>file` with the engine in process: stderr is a write-only regular file."""
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom harness.engine import llama\nwith llama._capture_stderr() as c:\n"
+            "    os.write(2, b'llama says hi\\n')\nprint(repr(c.text))\n")
+    with open(tmp_path / "err.txt", "wb") as err:
+        r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=err, text=True)
+    assert r.returncode == 0, (tmp_path / "err.txt").read_text()
+    assert r.stdout.strip() == repr("llama says hi\n")
