@@ -152,7 +152,7 @@ class Device:
     unsupported: dict = field(default_factory=dict)
     power_source: str | None = None  # "instant" | "average"
     n_fans: int = 0
-    pid: int | None = None  # the process whose VRAM is "own" (None: this process)
+    pid: int | None = None  # the engine process whose VRAM is "own", with this one (None: this process only)
 
     @classmethod
     def open(cls, which: int | str) -> "Device":
@@ -256,9 +256,10 @@ class Device:
         fans = [f for f in fans if f is not None]
         throttle = self._optional("throttle", pynvml.nvmlDeviceGetCurrentClocksEventReasons, h)
         procs = self._optional("processes", pynvml.nvmlDeviceGetComputeRunningProcesses, h)
-        me = self.pid or os.getpid()  # the process measured (the engine worker's, see Sampler.watch)
-        own = [p.usedGpuMemory for p in procs or () if p.pid == me and p.usedGpuMemory is not None]
-        others = [(p.pid, (p.usedGpuMemory or 0) / 2**20) for p in procs or () if p.pid != me]
+        # The harness's own processes: the engine worker (Sampler.watch) and the measuring process.
+        mine = {self.pid or os.getpid(), os.getpid()}
+        own = [p.usedGpuMemory for p in procs or () if p.pid in mine and p.usedGpuMemory is not None]
+        others = [(p.pid, (p.usedGpuMemory or 0) / 2**20) for p in procs or () if p.pid not in mine]
         return {
             "gpu_util_pct": util.gpu if util else None,
             "mem_util_pct": util.memory if util else None,

@@ -14,7 +14,7 @@ from conftest import ROOT, TINY, run_records
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("Executive summary", "Data ingestion", "Environment", "Performance analysis", "Key findings",
+SECTIONS = ("Executive summary", "Data ingestion", "Environment", "Performance analysis", "Noise and drift", "Key findings",
             "Recommendations", "Risks and mitigations", "Workflow summary", "Metrics glossary")
 
 
