@@ -1,7 +1,7 @@
 """Build the report Document from an Analysis, draw its figures, write report.md and report.html.
 
-Every number in the text is computed here from the analysis; findings are statements with their
-numbers, recommendations follow from findings by rules, risks from what the data shows.
+The sections are assembled here; their words (headlines, findings, recommendations, risks) come
+from `findings`, numbers are formatted by `format`, figures are drawn by `figures`.
 """
 
 from __future__ import annotations
@@ -17,17 +17,10 @@ from ..analysis.table import COLUMNS
 from ..store import atomic_write_text
 from . import figures, html, markdown
 from .document import Bullets, Document, Figure, Narrative, Paragraph, Table
+from .findings import UNITS, config_label, findings, headlines, recommendations, risks
 from .format import ci, num, param, plural, value
 
 HEADLINE_METRICS = ("decode_tps", "ttft_ms", "prefill_tps", "energy_per_token_j", "vram_used_mib", "itl_p99_ms")
-UNITS = {"decode_tps": "tok/s", "ttft_ms": "ms", "prefill_tps": "tok/s", "energy_per_token_j": "J/token",
-         "vram_used_mib": "MiB", "itl_p99_ms": "ms", "e2e_ms": "ms"}
-SAMPLING_PARAMS = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty"}
-
-
-def _config_label(row, varying: list[str]) -> str:
-    parts = [f"{p}={param(value(row, p))}" for p in varying if value(row, p) is not None]
-    return ", ".join(parts) or "default configuration"
 
 
 def _present(configs, metric: str) -> bool:
@@ -48,12 +41,12 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
                    subtitle=f"{plural(len(configs), 'configuration')}, {plural(n_ok, 'sample')} ({n_failed} failed) from "
                             f"{', '.join(str(r) for r in an.roots)}; generated "
                             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
-    findings = _findings(an, varying)
+    found = findings(an, varying)
     figs = _figures(an, varying, out_dir)
 
     # 1. Executive summary: headline numbers straight from the analysis.
     s = doc.section("Executive summary")
-    for line in _headlines(an, varying):
+    for line in headlines(an, varying):
         s.add(Paragraph(line, strong=True))
     s.add(Paragraph(f"{plural(len(configs), 'configuration')} {'was' if len(configs) == 1 else 'were'} measured "
                     f"with {plural(n_ok, 'sample')} in total"
@@ -109,13 +102,13 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     _noise_section(doc, an)
 
     # 5. Key findings.
-    doc.section("Key findings").add(Bullets(tuple(findings["statements"]) or ("No finding: too little data.",)))
+    doc.section("Key findings").add(Bullets(tuple(found["statements"]) or ("No finding: too little data.",)))
 
     # 6. Recommendations.
-    doc.section("Recommendations").add(Bullets(tuple(_recommendations(an, varying, findings))))
+    doc.section("Recommendations").add(Bullets(tuple(recommendations(an, varying, found))))
 
     # 7. Risks and mitigations.
-    doc.section("Risks and mitigations").add(Table(("risk", "evidence", "mitigation"), tuple(_risks(an))))
+    doc.section("Risks and mitigations").add(Table(("risk", "evidence", "mitigation"), tuple(risks(an))))
 
     # 8. Workflow summary (report time is filled in by write()).
     s = doc.section("Workflow summary")
@@ -240,124 +233,6 @@ def _flat_counts(summ: dict) -> list[tuple[str, object]]:
     return out
 
 
-def _headlines(an, varying) -> list[str]:
-    out = []
-    for group, objectives in (an.best or {}).items():
-        prefix = f"[{group}] " if len(an.best) > 1 else ""
-        for objective, row in objectives.items():
-            metric = objective.split(" ", 1)[1] if " " in objective else objective
-            clear = "" if value(row, "clear") in (None, True) else " (not distinguishable from the runner-up)"
-            out.append(f"{prefix}Best {figures.LABELS.get(metric, metric)}: {ci(row, metric)} {UNITS.get(metric, '')} "
-                       f"with {_config_label(row, varying)}{clear}")
-    return out
-
-
-def _findings(an, varying) -> dict:
-    statements, no_effect, significant = [], [], []
-    shown = set(varying)
-    for e in an.effect_summary:
-        param, metric, big = e["param"], e["metric"], abs(e.get("largest_rel_diff") or 0.0)
-        if param not in shown and param.endswith("_effective") and param[: -len("_effective")] in shown:
-            param = param[: -len("_effective")]  # the effective twin equals the request: name the request
-        where = f" [{e['group']}]" if len(an.best or {}) > 1 else ""
-        verdict = e.get("verdict", "")
-        if verdict == "measurable effect":
-            significant.append((param, metric))
-            statements.append(f"{param} changes {metric}{where}: up to {big:.1%} between adjacent levels "
-                              f"({e.get('largest_between') or ''}), significant after Holm correction.")
-        elif verdict == "effect coincides with a model reload":
-            statements.append(f"The {metric} difference across {param}{where} (up to {big:.1%}) coincides with a "
-                              f"model reload: a load effect, not attributed to {param}.")
-        elif verdict == "same effective configuration":
-            statements.append(f"The {param} values compared{where} are the same effective configuration: "
-                              f"no effect on {metric} is possible.")
-        else:
-            no_effect.append((param, metric))
-            statements.append(f"{param} has no measurable effect on {metric}{where} (largest difference {big:.1%}, "
-                              f"not significant after Holm correction, below the 1% minimum effect, or within the drift this sweep measured).")
-    merged = []
-    if "requested_n_gpu_layers" in an.configs:
-        for row in an.configs.to_dict("records"):
-            req = value(row, "requested_n_gpu_layers")
-            key = (req, value(row, "n_gpu_layers_effective"), value(row, "hardware_group"))
-            if isinstance(req, str) and "," in req and key not in merged:
-                merged.append(key)
-                where = f" on {key[2]}" if an.configs["hardware_group"].nunique() > 1 else ""
-                statements.append(f"n_gpu_layers {req.replace(',', ', ')} are the same configuration{where} "
-                                  f"({num(key[1])} layers offloaded): their points are pooled as one.")
-    noisy = an.configs[an.configs["noisy"]] if "noisy" in an.configs else an.configs.iloc[0:0]
-    if len(noisy):
-        statements.append(f"{len(noisy)} of {plural(len(an.configs), 'configuration')} "
-                          f"{'is' if len(noisy) == 1 else 'are'} noisy (CV > 5% or fewer than 3 samples): "
-                          f"{'its' if len(noisy) == 1 else 'their'} differences need more repetitions to be trusted.")
-    failed = an.samples[an.samples["status"] == "failed"]
-    if len(failed):
-        top = failed["error"].fillna("unknown").value_counts().head(3)
-        statements.append(f"{plural(len(failed), 'sample')} failed; most common: "
-                          + "; ".join(f"{str(k)[:80]} (x{v})" for k, v in top.items()) + ".")
-    return {"statements": statements, "no_effect": no_effect, "significant": significant, "merged": merged,
-            "noisy": len(noisy)}
-
-
-def _recommendations(an, varying, f) -> list[str]:
-    recs = []
-    for group, objectives in (an.best or {}).items():
-        row = objectives.get("max decode_tps")
-        if row is not None:
-            recs.append(f"For throughput use {_config_label(row, varying)} ({ci(row, 'decode_tps')} tok/s).")
-        ttft = objectives.get("min ttft_ms")
-        if ttft is not None and row is not None and _config_label(ttft, varying) != _config_label(row, varying):
-            recs.append(f"For responsiveness use {_config_label(ttft, varying)} (TTFT {ci(ttft, 'ttft_ms')} ms); "
-                        f"it is not the throughput optimum, so choose by workload.")
-    for param, metric in f["no_effect"]:
-        if metric != "decode_tps":
-            continue
-        if param in SAMPLING_PARAMS:
-            recs.append(f"Choose {param} for output quality: it does not change decode throughput measurably here.")
-        else:
-            recs.append(f"Choose {param} by what the workload needs: within the measured range it does not "
-                        f"change decode throughput measurably.")
-    if f["merged"]:
-        recs.append("Use n_gpu_layers=all (or -1): requests beyond the model's layer count are the same "
-                    "configuration; do not sweep them as separate points.")
-    if f["noisy"]:
-        recs.append("Raise bench.repetitions (5 or more) for the noisy configurations before acting on small "
-                    "differences.")
-    if an.samples["gpu_util_pct"].isna().all():
-        recs.append("Run on a GPU machine with telemetry.nvml=on to add utilisation, power and energy per token.")
-    return recs or ["No recommendation: the data shows no difference worth acting on."]
-
-
-def _risks(an) -> list[tuple[str, str, str]]:
-    s, rows = an.samples, []
-    ok = an.ok
-    cv = an.configs.get("decode_tps_cv")
-    if cv is not None and (cv > 0.05).any():
-        rows.append(("Noisy measurements", f"{plural(int((cv > 0.05).sum()), 'configuration')} with decode CV > 5% "
-                     f"(worst {cv.max():.1%})", "More repetitions; an idle machine; pin threads; compare with CIs, "
-                     "not means"))
-    if ok["throttled"].fillna(False).any():
-        rows.append(("GPU throttling", f"{plural(int(ok['throttled'].fillna(False).sum()), 'sample')} ran while the GPU "
-                     "reported throttle reasons", "Check cooling and power limits; compare only unthrottled runs"))
-    if (ok["fan_reported"] == False).any():  # noqa: E712 (nullable boolean)
-        rows.append(("Fan speed not reported", "the GPU answers NotSupported for fan speed (passively cooled)",
-                     "Watch temperature and clocks instead; fan values are null, not 0"))
-    if ok["gpu_shared"].fillna(False).any():
-        rows.append(("GPU shared with another process", "other processes held GPU memory during the run",
-                     "Run exclusively; the numbers may be depressed"))
-    counts = ok.groupby("run_id").size()
-    if len(counts) and counts.min() < 3:
-        rows.append(("Few repetitions", f"{plural(int((counts < 3).sum()), 'run')} with fewer than 3 samples",
-                     "Set bench.repetitions >= 3 (5 for decisions)"))
-    failed = int((s["status"] == "failed").sum())
-    if failed:
-        rows.append(("Failed samples", f"{failed} failed {'sample' if failed == 1 else 'samples'} (see findings)", "Fix the cause and re-run: "
-                     "failed points are retried on resume"))
-    if (s["source_format"] == "ollama-summary").any():
-        rows.append(("Pre-averaged input", "some files hold means only", "No CIs or tests for those rows"))
-    return rows or [("None detected", "no noise, throttling, sharing or failures in this data", "-")]
-
-
 def _figures(an, varying, out_dir: Path) -> list[tuple[str, str]]:
     figs: list[tuple[str, str]] = []
     fig_dir = out_dir / "figures"
@@ -373,7 +248,7 @@ def _figures(an, varying, out_dir: Path) -> list[tuple[str, str]]:
             figs.append((f"figures/{path.name}", f"{figures.LABELS[metric]} per configuration"))
     if ok["bandwidth_efficiency"].notna().any():
         cfg = an.configs
-        path = figures.bars([_config_label(r, varying) for r in cfg.to_dict("records")],
+        path = figures.bars([config_label(r, varying) for r in cfg.to_dict("records")],
                             list(cfg.get("bandwidth_efficiency_mean", [])), "bandwidth efficiency",
                             "Decode tok/s as a share of the memory-bandwidth ceiling", fig_dir / "bandwidth_efficiency.png")
         if path:
