@@ -123,7 +123,7 @@ def test_a_worker_killed_by_sigsegv_fails_only_its_point(tmp_path):
 
 
 def test_a_worker_that_makes_no_progress_is_killed_and_the_point_fails_with_timeout(tmp_path):
-    proc = _start(["run", "-m", "sampling.seed=1,2", *BUDGET, "bench.point_timeout_s=15", "bench.control=false",
+    proc = _start(["run", "-m", "sampling.seed=1,2", *BUDGET, "bench.point_timeout_s=6", "bench.control=false",
                    f"results_dir={tmp_path}", "sweep_name=s"], tmp_path, {"HARNESS_WORKER_PAUSE": "generate:1"})
     worker = _stopped_worker(proc)  # stays stopped: no answer comes
     out, err = _finish(proc)
@@ -132,7 +132,7 @@ def test_a_worker_that_makes_no_progress_is_killed_and_the_point_fails_with_time
     recs = list(run_records(tmp_path / "s").values())
     (bad,) = [r for r in recs if r["status"] == "failed"]
     assert bad["error"]["type"] == "WorkerTimeout"
-    assert bad["error"]["message"].startswith("timeout: no progress for 15 s during generate")
+    assert bad["error"]["message"].startswith("timeout: no progress for 6 s during generate")
     assert [r["status"] for r in recs].count("ok") == 1
     assert wait_for(lambda: not psutil.pid_exists(worker.pid), 10)
 
