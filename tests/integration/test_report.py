@@ -104,11 +104,11 @@ def _plant(src: Path, dst: Path, factor: float) -> None:
 def test_compare_fails_on_a_planted_slowdown(sweep, tmp_path, harness_cli):
     sweep_dir, _ = sweep
     slow = tmp_path / "slow"
-    _plant(sweep_dir, slow, 0.6)
+    _plant(sweep_dir, slow, 0.25)
     r = harness_cli("compare", str(sweep_dir), str(slow), "--fail-on", "decode_tps:-5%", cwd=tmp_path)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
-    # Every configuration got 40% slower; with 3 noisy samples a point may miss significance, and
-    # only significant changes fail a check.
+    # Every configuration got 75% slower (large enough to stay significant with 3 samples on a
+    # busy machine); a point may still miss significance, and only significant changes fail.
     regressions = [ln for ln in r.stdout.splitlines() if ln.startswith("REGRESSION: ")]
     assert 1 <= len(regressions) <= 4 and all("decode_tps" in ln for ln in regressions)
     # The same data against itself: nothing significant, exit 0.
@@ -116,7 +116,7 @@ def test_compare_fails_on_a_planted_slowdown(sweep, tmp_path, harness_cli):
     assert same.returncode == 0 and "REGRESSION" not in same.stdout
     assert "no regression beyond the thresholds" in same.stdout
     # A threshold larger than the slowdown passes.
-    loose = harness_cli("compare", str(sweep_dir), str(slow), "--fail-on", "decode_tps:-50%", cwd=tmp_path)
+    loose = harness_cli("compare", str(sweep_dir), str(slow), "--fail-on", "decode_tps:-80%", cwd=tmp_path)
     assert loose.returncode == 0
     bad = harness_cli("compare", str(sweep_dir), str(slow), "--fail-on", "decode_tps:fast", cwd=tmp_path)
     assert bad.returncode == 2 and "decode_tps:fast" in bad.stderr
