@@ -61,9 +61,7 @@ def _point(backend, overrides: tuple[str, ...]):
     cfg = compose(list(overrides))
     rc, plan = preflight(cfg)
     p = Point(rc, plan, backend, new_record(rc, plan, job_name=BENCH, overrides=overrides, config=cfg))
-    p.begin()
-    p.load()
-    p.prompt()
+    p.start()
     p.warm_up(rc.bench.warmup)
     p.pause()
     return p

@@ -43,9 +43,7 @@ def _point(timing: str, backend, model_path) -> Point:
                            f"bench.timing={timing}", "bench.allow_shared_device=true"]))
     plan = make_plan(rc, gpu_offload_supported=engine.gpu_offload_supported(), model_path=model_path)
     p = Point(rc, plan, backend, new_record(rc, plan, job_name=f"bench-{timing}", config={}))
-    p.begin()
-    p.load()
-    p.prompt()
+    p.start()
     p.warmup(0)
     return p
 

@@ -69,9 +69,7 @@ def drive(rounds: int, out: Path) -> None:
         rc = validate(compose(COMMON + overrides))
         plan = make_plan(rc, gpu_offload_supported=engine.gpu_offload_supported(), model_path=model_path)
         p = Point(rc, plan, backend, new_record(rc, plan, job_name=f"telemetry-{name}", config={}))
-        p.begin()
-        p.load()
-        p.prompt()
+        p.start()
         p.warmup(0)
         p.pause()
         points[name] = p

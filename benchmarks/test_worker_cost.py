@@ -27,9 +27,7 @@ ROUNDS = int(os.environ.get("HARNESS_BENCH_ROUNDS", "8"))
 
 def _point(rc, plan, backend) -> Point:
     p = Point(rc, plan, backend, new_record(rc, plan, job_name="bench", config={}))
-    p.begin()
-    p.load()
-    p.prompt()
+    p.start()
     p.warmup(0)
     return p
 

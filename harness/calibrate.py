@@ -23,7 +23,7 @@ METRICS = ("decode_tps", "prefill_tps", "ttft_ms", "e2e_ms")
 def cmd_calibrate(args: list[str]) -> int:
     from . import store
     from .analysis import noise
-    from .config import ConfigError, validate
+    from .config import ConfigError
     from .engine.backend import error_type
     from .experiments.ratios import ratio_rows
     from .hydra_conf import check_run_args, compose
@@ -39,7 +39,6 @@ def cmd_calibrate(args: list[str]) -> int:
         check_run_args(overrides)
         cfg = compose(overrides)
         rc, plan = preflight(cfg)
-        validate(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -49,9 +48,7 @@ def cmd_calibrate(args: list[str]) -> int:
     try:
         for side in ("A", "B"):
             p = Point(rc, plan, backend, new_record(rc, plan, job_name=f"calibrate-{side}", config=cfg))
-            p.begin()
-            p.load()
-            p.prompt()
+            p.start()
             sides[side] = p
         sides["A"].warm_up("auto" if rc.bench.warmup == "auto" else rc.bench.warmup)
         for r in range(n):
@@ -73,7 +70,7 @@ def cmd_calibrate(args: list[str]) -> int:
     out = {}
     for m in METRICS:
         a, b = vals["A"][m], vals["B"][m]
-        cvs = [_cv(x) for x in (a, b)]
+        cvs = [_cv(x) for x in (a, b)]  # per side, pooled: a drift between the sides is not noise
         cv = math.sqrt(sum(c * c for c in cvs) / 2)
         row = rows[m]
         out[m] = {"cv": cv, "aa_ratio": row["ratio"], "aa_ratio_ci95": [row["ratio_ci95_low"], row["ratio_ci95_high"]],
@@ -101,10 +98,9 @@ def cmd_calibrate(args: list[str]) -> int:
     return 0
 
 
+
 def _cv(xs) -> float:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    if len(xs) < 2:
-        return float("nan")
-    m = sum(xs) / len(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-    return sd / m if m else float("nan")
+    from .metrics import summarize
+
+    st = summarize(xs)
+    return st.cv if st is not None and st.cv is not None else float("nan")

@@ -9,6 +9,7 @@ isolation, engine.backend.InProcess otherwise). Its steps, in order:
     p.begin()          # timing path, provenance, telemetry sampler on the backend's process
     p.load()           # device lock, load (or reuse), effective parameters, load window
     p.prompt()         # the workload's prompt, built with the loaded model's tokenizer
+                       # (p.start() does these three)
     p.warm_up(w)       # bench.warmup untimed generations (auto: until steady), or p.warmup(i) one
     p.repetition(r)    # one timed generation -> Repetition (+ tokens.csv rows, telemetry windows)
     p.finish()         # the ok record with aggregates, roofline and telemetry
@@ -183,6 +184,12 @@ class Point:
         self.sampler, self._tinfo = open_sampler(self.rc.telemetry)
         self.sampler.watch(self.backend.pid)  # host and GPU per-process readings: the engine's process
         self.sampler.start()
+
+    def start(self, device_lock: dict | None = None, make_prompt: Callable | None = None):
+        """begin, load and prompt: the point ready for warm-ups and repetitions. Returns the prompt."""
+        self.begin()
+        self.load(device_lock)
+        return self.prompt(make_prompt)
 
     def load(self, device_lock: dict | None = None) -> ModelView:
         """Hold the point's devices (or record `device_lock`, held by the caller), load or reuse."""
@@ -373,9 +380,7 @@ def measure(point: Point, *, repetitions: int | None = None, make_prompt: Callab
     n = b.repetitions if repetitions is None else repetitions
     try:
         try:
-            point.begin()
-            point.load(device_lock)
-            point.prompt(make_prompt)
+            point.start(device_lock, make_prompt)
             if on_rep and b.warmup:
                 on_rep("warmup", 1, b.warmup if b.warmup != "auto" else 1, None)
             point.warm_up(b.warmup)

@@ -112,9 +112,7 @@ def _measure(benchmark: Any, backend: Any, overrides: tuple[str, ...], cfg: dict
 
     try:
         try:
-            point.begin()
-            point.load(lock)
-            point.prompt()
+            point.start(lock)
             if auto and not getattr(benchmark, "disabled", False):
                 point.warm_up("auto")
             benchmark.pedantic(target, setup=setup, rounds=rc.bench.repetitions, warmup_rounds=warm,

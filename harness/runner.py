@@ -144,9 +144,7 @@ def run_point(cfg, state: SweepState | None = None) -> str:
     rec = new_record(rc, plan, job_name=job_name, overrides=overrides, config=cfg_dict, started_at=started)
     point = Point(rc, plan, state.engine(rc), rec, job_dir, notices=state.notices)
     try:
-        point.begin()
-        point.load()
-        point.prompt()
+        point.start()
     except Exception as e:  # the run boundary
         point.fail(e)
         return _close(job_dir, point, state)
@@ -212,9 +210,7 @@ def control_visit(state: SweepState, cfg_dict: dict, overrides: list[str], visit
             point = Point(rc, plan, state.engine(rc),
                           new_record(rc, plan, job_name="control", config=cfg_dict), None, notices=state.notices)
             state.control = point
-            point.begin()
-            point.load()
-            point.prompt()
+            point.start()
         else:
             point.resume()
         pid = point.backend.pid

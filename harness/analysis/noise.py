@@ -202,5 +202,5 @@ def calibrated() -> dict | None:
     try:
         doc = json.loads(calibration_path().read_text())
         return doc if isinstance(doc, dict) and isinstance(doc.get("metrics"), dict) else None
-    except (OSError, ValueError, Exception):
+    except (OSError, ValueError):  # none stored, or unreadable: reports go without it
         return None
