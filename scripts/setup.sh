@@ -30,9 +30,31 @@ build_native() {
     fi
 }
 
+# The llama-cpp-python source without what the harness never loads: the sdist unpacked once under
+# the cache, minus llama.cpp's vocab test models and docs (113 of its 176 MB), with the `common`
+# library no longer forced on. Built with LLAVA_BUILD=OFF (no libmtmd: llama_cpp imports it only
+# for multimodal chat handlers) and LLAMA_BUILD_COMMON=OFF (used by llama.cpp's tools, not by the
+# bindings). Prints the folder.
+lean_source() {
+    local sdist=$1 dir="$CACHE/src/llama_cpp_python-$LLAMA_CPP_VERSION-lean" tmpd
+    if [[ ! -f "$dir/.complete" ]]; then
+        tmpd="$dir.tmp-$$"
+        rm -rf "$tmpd" "$dir"; mkdir -p "$tmpd"
+        tar -xzf "$sdist" -C "$tmpd" --strip-components=1 \
+            --exclude='*/vendor/llama.cpp/models' --exclude='*/vendor/llama.cpp/docs' \
+            --exclude='*/vendor/llama.cpp/media'
+        # llama-cpp-python forces LLAMA_BUILD_COMMON on (FORCE beats -D); drop that one line.
+        sed -i '/set(LLAMA_BUILD_COMMON ON CACHE BOOL/d' "$tmpd/CMakeLists.txt"
+        touch "$tmpd/.complete"
+        mv "$tmpd" "$dir"
+    fi
+    printf '%s\n' "$dir"
+}
+
 # --- which engine build: detect the GPU, not the compiler (variant, cpu_key) ---------------------
 source scripts/variant.sh
-build_key="llama-cpp-python-${LLAMA_CPP_VERSION}-${variant}-${cpu_key}"
+# "lean": only the libraries the harness loads (libllama and ggml); see lean_source below.
+build_key="llama-cpp-python-${LLAMA_CPP_VERSION}-${variant}-${cpu_key}-lean"
 
 stamp_inputs=$(cat pyproject.toml scripts/setup.sh scripts/variant.sh; echo "$build_key")
 stamp_hash=$(printf '%s' "$stamp_inputs" | sha256sum | cut -c1-16)
@@ -78,10 +100,12 @@ if [[ "$installed" != "$LLAMA_CPP_VERSION" || "$(cat "$marker" 2>/dev/null)" != 
             "${PIP[@]}" download --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_CPP_VERSION" -d "$tmp"
             mv "$tmp"/llama_cpp_python-*.tar.gz "$sdist"
         fi
+        src=$(lean_source "$sdist")
         # --no-cache-dir: pip's own wheel cache does not know CMAKE_ARGS and would hand a CPU
         # build to a CUDA request; our cache key does.
-        CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-            "${PIP[@]}" wheel --no-cache-dir --no-deps "$sdist" -w "$tmp"
+        CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_COMMON=OFF $cmake_args" \
+        CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+            "${PIP[@]}" wheel --no-cache-dir --no-deps "$src" -w "$tmp"
         rm -rf "$wheel_dir"
         mv "$tmp" "$wheel_dir"   # atomic: a half-built wheel never looks cached
     fi
