@@ -31,6 +31,10 @@ commands:
                           csv, parquet, pytest-benchmark, llama-bench-json|jsonl|csv|sql
   models                  list configured models: resolved file, size, architecture, layers,
                           trained context, quantisation, or why the model does not resolve
+  models twin NAME|PATH --out FILE.gguf [--seed N]
+                          write a performance twin: a spec's (gemma3_270m ... gemma3_27b) or a
+                          GGUF's (header only) architecture, tokenizer, tensor shapes and types,
+                          with synthetic weights: the source's speed, text that is noise
   calibrate [overrides]   this machine's noise floor: a short A/A measurement on the default
                           model (CV, minimum detectable effect), stored and cited by reports
   doctor                  engine version, GPU offload support, NVML, default model status
@@ -67,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return cmd_agent(rest)
     if cmd == "models":
+        if rest[:1] == ["twin"]:
+            from .twin import cmd_twin
+
+            return cmd_twin(rest[1:])
         from .doctor import cmd_models
 
         return cmd_models(rest)

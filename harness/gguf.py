@@ -3,7 +3,9 @@
 Tensor data is never read: the file is memory-mapped and only the pages holding
 the header, metadata and tensor infos are touched. Arrays are skipped rather than
 decoded (the 262k-entry tokenizer vocabulary would otherwise dominate the cost),
-so parsing a real model takes milliseconds. Standard library only.
+so parsing a real model takes milliseconds. read_gguf_header is the opt-in full read: every
+value decoded (the vocabulary included) and nothing required past the tensor infos, so a file cut
+short after its header (the first megabytes of a big model) reads. Standard library only.
 
 Format reference: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
 """
@@ -39,6 +41,7 @@ _SCALARS = {
 _SCALAR_STRUCTS = {t: struct.Struct("<" + fmt) for t, (_, fmt) in _SCALARS.items()}
 _STRING, _ARRAY = 8, 9
 _TYPE_NAMES = {**{t: name for t, (name, _) in _SCALARS.items()}, _STRING: "STRING", _ARRAY: "ARRAY"}
+_ARRAY_ELEM_TYPES = {name: t for t, name in _TYPE_NAMES.items()}
 # Smallest possible encodings, used to reject counts no file of this size could hold
 # before looping over them: kv = key length (8) + type (4) + 1-byte value;
 # tensor info = name length (8) + n_dims (4) + type (4) + offset (8).
@@ -96,6 +99,39 @@ class GGUFInfo:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class GGUFValue:
+    """One metadata value as stored. `type` is the GGUF value type id (gguf.md); an array has
+    `elem_type` and a tuple of items. Strings are str, except inside arrays, where they stay bytes
+    (token texts are not always valid UTF-8, and a copy must keep them as they are)."""
+
+    type: int
+    value: object
+    elem_type: int | None = None
+
+
+@dataclass(frozen=True)
+class GGUFTensorInfo:
+    """A tensor as the header describes it: `shape` is ggml's ne order (row length first)."""
+
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+    offset: int  # of its data, from the start of the data section
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """Everything before a GGUF file's tensor data (read_gguf_header)."""
+
+    path: str
+    version: int
+    kv: dict[str, GGUFValue]  # in file order
+    tensors: tuple[GGUFTensorInfo, ...]  # in file order
+    header_bytes: int  # end of the tensor infos: the bytes [0, header_bytes) are the header
+    alignment: int
+
+
 class _Reader:
     """Cursor over the mapped file; every read is bounds-checked."""
 
@@ -149,9 +185,22 @@ class _Reader:
             if want_values:
                 values = struct.unpack_from(f"<{count}{_SCALARS[etype][1]}", self.buf, self.pos)
             self.pos += count * st.size  # fixed-size elements: skip in one step
+        elif want_values:
+            values = self.strings(count, key)
         else:
             self.skip_strings(count, key)
         return {"type": _TYPE_NAMES[etype], "len": count}, values
+
+    def strings(self, count: int, key: str) -> tuple[bytes, ...]:
+        unpack, buf, pos, size, out = _U64.unpack_from, self.buf, self.pos, self.size, []
+        for _ in range(count):
+            if pos + 8 > size or pos + 8 + unpack(buf, pos)[0] > size:
+                self.fail(f"truncated: string array {key!r} runs past the end of the file ({size} bytes)")
+            n = unpack(buf, pos)[0]
+            out.append(bytes(buf[pos + 8:pos + 8 + n]))
+            pos += 8 + n
+        self.pos = pos
+        return tuple(out)
 
     def skip_strings(self, count: int, key: str):
         # Hot loop for the vocabulary: only the length prefixes are read, with
@@ -210,6 +259,18 @@ def read_gguf_info(path: str | os.PathLike) -> GGUFInfo:
     tolerated: its size is left out of tensor_data_bytes and of the check that the
     tensor data fits in the file.
     """
+    return _read(path, _parse)
+
+
+def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
+    """Read everything before the tensor data of the GGUF file at `path`, every value decoded
+    (arrays included: the tokenizer's 262k tokens take about 0.2 s). The tensor data is neither
+    read nor required: a file cut short after its tensor infos reads like the whole file.
+    Raises as read_gguf_info does, except that missing tensor data is no error."""
+    return _read(path, _parse_header)
+
+
+def _read(path: str | os.PathLike, parse):
     spath = os.fsdecode(path)
     check_regular_file(os.stat(spath), spath)
     # Non-blocking: a FIFO put in the file's place after the check must not hang the open.
@@ -222,10 +283,24 @@ def read_gguf_info(path: str | os.PathLike) -> GGUFInfo:
         if magic != GGUF_MAGIC:
             raise GGUFError(f"{spath}: not a GGUF file (magic {magic!r})")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _parse(_Reader(buf, size, spath))
+            return parse(_Reader(buf, size, spath))
 
 
-def _parse(r: _Reader) -> GGUFInfo:
+@dataclass
+class _Walk:
+    """What one pass over the header found; `decoded` holds the values of the arrays asked for."""
+
+    version: int
+    n_kv: int
+    metadata: dict
+    types: dict  # key -> (value type, array element type or None)
+    decoded: dict
+    tensors: list  # (name, dims, ggml type, offset)
+    alignment: int
+
+
+def _walk(r: _Reader, want) -> _Walk:
+    """Read header, key/value pairs and tensor infos; `want(key)` says which arrays to decode."""
     r.pos = 4
     (version,) = r.unpack(_U32)
     if version not in SUPPORTED_VERSIONS:
@@ -236,14 +311,13 @@ def _parse(r: _Reader) -> GGUFInfo:
         r.fail(f"truncated or corrupt: header claims {n_kv} metadata entries and {n_tensors} "
                f"tensors, more than {r.size} bytes can hold")
 
-    metadata: dict = {}
-    decoded: dict = {}  # numeric arrays we need the values of (per-layer head counts)
+    metadata, types, decoded = {}, {}, {}
     for _ in range(n_kv):
         key = r.string()
         (vtype,) = r.unpack(_U32)
-        want = key.endswith((".attention.head_count", ".attention.head_count_kv"))
-        val, values = r.value(vtype, key, want)
+        val, values = r.value(vtype, key, want(key))
         metadata[key] = val
+        types[key] = (vtype, _ARRAY_ELEM_TYPES.get(val["type"]) if vtype == _ARRAY else None)
         if values is not None:
             decoded[key] = values
 
@@ -251,7 +325,7 @@ def _parse(r: _Reader) -> GGUFInfo:
     if _int(alignment) is None or alignment <= 0 or alignment & (alignment - 1):
         r.fail(f"invalid general.alignment {alignment!r} (must be a power of two)")
 
-    data_bytes, data_end, all_known = 0, 0, True
+    tensors = []
     for _ in range(n_tensors):
         tname = r.string()
         (n_dims,) = r.unpack(_U32)
@@ -259,6 +333,27 @@ def _parse(r: _Reader) -> GGUFInfo:
             r.fail(f"tensor {tname!r} has {n_dims} dimensions (max {GGML_MAX_DIMS})")
         dims = r.unpack(_DIMS[n_dims])
         ggml_type, offset = r.unpack(_TENSOR_TAIL)
+        tensors.append((tname, dims, ggml_type, offset))
+    return _Walk(version, n_kv, metadata, types, decoded, tensors, alignment)
+
+
+def _parse_header(r: _Reader) -> GGUFHeader:
+    w = _walk(r, lambda key: True)
+    kv = {}
+    for key, value in w.metadata.items():
+        vtype, elem_type = w.types[key]
+        kv[key] = GGUFValue(vtype, w.decoded[key] if vtype == _ARRAY else value, elem_type)
+    return GGUFHeader(path=r.path, version=w.version, kv=kv,
+                      tensors=tuple(GGUFTensorInfo(n, d, t, o) for n, d, t, o in w.tensors),
+                      header_bytes=r.pos, alignment=w.alignment)
+
+
+def _parse(r: _Reader) -> GGUFInfo:
+    w = _walk(r, lambda key: key.endswith((".attention.head_count", ".attention.head_count_kv")))
+    version, metadata, decoded, alignment = w.version, w.metadata, w.decoded, w.alignment
+    n_tensors, n_kv = len(w.tensors), w.n_kv
+    data_bytes, data_end, all_known = 0, 0, True
+    for _, dims, ggml_type, offset in w.tensors:
         if ggml_type not in GGML_TYPE_SIZES:
             all_known = False  # size unknowable; keep going rather than reject the file
             continue
