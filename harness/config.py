@@ -23,6 +23,7 @@ NVML_MODES = ("auto", "on", "off")
 NARRATIVE_MODES = ("none", "llm")  # report.narrative: llm = written by the local model, fact-checked
 WORKLOAD_KINDS = ("text", "random_tokens", "fill_to_length")
 MODEL_SOURCES = ("package", "file")
+MODEL_WEIGHTS = ("real", "twin")  # model.weights: the real file, or its performance twin (synthetic weights)
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 
@@ -43,6 +44,9 @@ class ModelConfig:
     package: str | None = None
     family: str | None = None
     obtain: str | None = None  # how to get the file, printed when it is missing
+    weights: str = "real"  # real: the model file; twin: a cached performance twin (synthetic weights)
+    twin_spec: str | None = None  # architecture spec a twin is made from when no real file is found
+    twin_seed: int = 0  # seed of a twin's synthetic weights
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,12 @@ def validate(cfg: Mapping[str, Any]) -> RunConfig:
         package=_str(m, "model", "package", optional=True),
         family=_str(m, "model", "family", optional=True),
         obtain=_str(m, "model", "obtain", optional=True),
+        weights=_choice(m, "model", "weights", MODEL_WEIGHTS, "real"),
+        twin_spec=_str(m, "model", "twin_spec", optional=True),
+        twin_seed=_int(m, "model", "twin_seed", minimum=0, default=0),
     )
+    if model.twin_spec is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", model.twin_spec):
+        raise ConfigError("model.twin_spec", model.twin_spec, "must be an architecture spec name (e.g. gemma3_1b) or null")
     if model.source == "file" and not model.path and not model.files:
         raise ConfigError("model.path", None, "must name a GGUF file (or set model.files) for a file model")
 

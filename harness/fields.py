@@ -57,7 +57,9 @@ FIELDS: tuple[Field, ...] = (
     _f("sweep_name", "sweep_name", "sweep"),
     _f("run_id", "run_id", "run id"),
     _f("started_at", "started_at", "started"),
-    _f("model", "config.model.name", "model", summary=True),
+    _f("model", "config.model.name", "model", summary=True),  # a performance twin's marked (twin_label)
+    _f("weights", "provenance.model.weights", "weights"),
+    _f("twin_of", "provenance.model.twin_of", "twin of"),
     _f("workload", "config.workload.name", "workload", summary=True),
     _f("n_gpu_layers", "config.runtime.n_gpu_layers", "ngl", summary=True),
     _f("n_gpu_layers_effective", "effective.n_gpu_layers_effective", "ngl eff", summary=True),
@@ -112,11 +114,23 @@ def get(record: dict, path: tuple[str, ...]) -> Any:
     return cur
 
 
+TWIN_MARK = " (twin)"
+
+
+def twin_label(model: str | None) -> str:
+    """The model label of every figure measured on a performance twin (synthetic weights):
+    'gemma3_1b (twin)'. Plain text (no markup), so terminals and reports show it as written."""
+    return f"{model or 'unknown model'}{TWIN_MARK}"
+
+
 def row(record: dict) -> dict:
-    """One tidy row (column -> value) for a run record. A reused load has no load time."""
+    """One tidy row (column -> value) for a run record. A reused load has no load time; a
+    performance twin's model is marked (twin_label)."""
     out = {f.name: get(record, f.path) for f in FIELDS}
     if out.get("load_reused") is True:
         out["load_ms"] = None
+    if get(record, ("provenance", "model", "synthetic")) is True:
+        out["model"] = twin_label(out.get("model"))
     return out
 
 

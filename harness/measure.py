@@ -91,9 +91,20 @@ def provenance_block(plan, timing: str, native_status: dict) -> dict:
     model = plan.gguf.to_dict()
     model.pop("metadata", None)
     model["sha256"] = sha256_file(Path(plan.model_path))
+    # real or a performance twin (synthetic weights: the real model's speed, text that is noise)
+    model.update(weights_block(plan))
     prov = provenance.collect(engine_info(), timing, model)
     prov["native"] = native_status
     return prov
+
+
+def weights_block(plan) -> dict:
+    """run.json's marking of the weights measured: `weights` real|twin, and for a twin
+    `synthetic: true`, `twin_of`, `twin_seed`, `twin_source_sha256`, `twin_version` (from the
+    file's marker, whatever the config asked for)."""
+    if plan.twin is None:
+        return {"weights": "real", "synthetic": False}
+    return {"weights": "twin", **plan.twin, "synthetic": True}
 
 
 def decode_rate(raw: RawRep) -> float | None:

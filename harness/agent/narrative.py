@@ -145,15 +145,30 @@ def prepare(cfg_overrides: Sequence[str] = ()) -> AgentSetup:
         raise composition_error(cause, list(cfg_overrides),
                                 lambda ov: hydra_compose([AGENT_GROUP, *ov])) from None
     ag = agent_config(cfg)
+    if (cfg.get("model") or {}).get("weights") == "twin":  # refused before a twin is made or loaded
+        raise ConfigError("model.weights", "twin", NARRATOR_REAL)
     # The workload is the persona and its task; the facts are filled in once the model is loaded.
     cfg["workload"] = {**cfg["workload"], "name": "insight_agent", "kind": "text", "system": ag.system,
                        "prompt": ag.task, "max_tokens": ag.max_tokens, "prompt_tokens": None}
     rc, plan = preflight({k: v for k, v in cfg.items() if k != "agent"})
+    refuse_twin(plan)
     if ag.max_tokens >= plan.n_ctx_effective:
         raise ConfigError("agent.max_tokens", ag.max_tokens,
                           f"must be less than the context (runtime.n_ctx={plan.n_ctx_effective}) to leave room "
                           "for the facts; lower it or raise runtime.n_ctx")
     return AgentSetup(cfg=cfg, agent=ag, rc=rc, plan=plan, overrides=tuple(cfg_overrides))
+
+
+NARRATOR_REAL = ("must be real for the narrative: a performance twin has synthetic weights, so its text is noise "
+                 "(narrate with a real model, e.g. model=gemma3_270m)")
+
+
+def refuse_twin(plan) -> None:
+    """The narrator is never a performance twin, whatever the config says: a twin file found as
+    the model (model.path, $HARNESS_MODELS) is refused too. Raises ConfigError (one line)."""
+    if plan.twin is not None:
+        raise ConfigError("model.path", plan.model_path,
+                          f"is a performance twin of {plan.twin.get('twin_of')}; the narrator {NARRATOR_REAL}")
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,7 @@ def run_agent(analysis, cfg_overrides: Sequence[str] = (), out_dir: Path | str =
     from .measure import measure_once
 
     setup = setup or prepare(cfg_overrides)
+    refuse_twin(setup.plan)  # a twin's generated text is never quoted as a narrative
     out_dir = Path(out_dir)
     ag = setup.agent
     sheet = build_facts(analysis) if fitted is None else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import registry
+from ..fields import twin_label
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("started_at", "str", "meta", "ISO time of the run, when known"),
     # never pooled across these
     Column("hardware", "str", "group", "CPU model + GPU name(s) (not the host name: identical machines pool), e.g. 'AMD EPYC | NVIDIA H100'"),
-    Column("model", "str", "group", "model name or file name"),
+    Column("model", "str", "group", "model name or file name; a performance twin's is marked, e.g. 'gemma3_1b (twin)'"),
     Column("model_sha256", "str", "group", "model file hash when known"),
     Column("engine", "str", "group", "engine and build, e.g. 'llama-cpp-python 0.3.36 cpu'"),
+    # the model's weights: real, or a performance twin's (synthetic: the real shape's speed, no text)
+    Column("weights", "str", "meta", "real | twin (a performance twin: synthetic weights); empty when unknown"),
+    Column("twin_of", "str", "meta", "what a twin is a twin of (its source model or architecture spec)"),
+    Column("weight_bytes", "float", "meta", "bytes of the model's tensor data: the least read per generated "
+           "token (the roofline's bytes per token)"),
     # parameters (requested and effective)
     Column("n_gpu_layers", "str", "param", "requested offload as written (all, -1, 40, 50%)"),
     Column("n_gpu_layers_effective", "float", "param", "layers actually offloaded (NaN when unknown)"),
@@ -130,11 +136,17 @@ def rows_from_record(rec: dict, source_file: str) -> list[dict]:
     hardware = " | ".join(x for x in (host.get("cpu_model"), *gpu_names) if x) or None
     unsupported = tel.get("unsupported") or {}
     load = rec.get("load") or {}
+    pmodel = prov.get("model") or {}
+    twin = pmodel.get("synthetic") is True
+    name = (cfg.get("model") or {}).get("name")
     base = empty_row() | {
         "source_format": "harness", "source_file": source_file, "run_id": rec.get("run_id"),
         "sweep": rec.get("sweep_name"), "job": rec.get("job_name"), "started_at": rec.get("started_at"),
-        "hardware": hardware, "model": (cfg.get("model") or {}).get("name"),
-        "model_sha256": (prov.get("model") or {}).get("sha256"),
+        "hardware": hardware, "model": twin_label(name) if twin else name,
+        "model_sha256": pmodel.get("sha256"),
+        "weights": pmodel.get("weights") or ("twin" if twin else "real" if pmodel else None),
+        "twin_of": pmodel.get("twin_of") if twin else None,
+        "weight_bytes": (rec.get("roofline") or {}).get("bytes_per_token_min") or pmodel.get("tensor_data_bytes"),
         "engine": " ".join(str(x) for x in ("llama-cpp-python", engine.get("llama_cpp_python"),
                                                "gpu" if engine.get("gpu_offload_supported") else "cpu",
                                                rec.get("timing_path")) if x) if engine else None,

@@ -15,7 +15,7 @@ from ..agent.narrative import WORKFLOW_METRICS
 from ..analysis.pipeline import shown_params
 from ..analysis.table import COLUMNS
 from ..store import atomic_write_text
-from . import figures, html, markdown
+from . import figures, html, markdown, variants
 from .document import Bullets, Document, Figure, Narrative, Paragraph, Table
 from .findings import UNITS, config_label, findings, headlines, recommendations, risks
 from .format import ci, num, param, plural, value
@@ -35,6 +35,8 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     t0 = time.perf_counter()
     configs = an.configs
     varying = shown_params(an)
+    # what names a configuration: the model too when several were measured or any is a twin
+    labels = variants.label_columns(an) + varying
     metrics = [m for m in HEADLINE_METRICS if _present(configs, m)]
     n_ok, n_failed = len(an.ok), int((an.samples["status"] == "failed").sum())
     doc = Document(title="Benchmark report",
@@ -46,7 +48,10 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
 
     # 1. Executive summary: headline numbers straight from the analysis.
     s = doc.section("Executive summary")
-    for line in headlines(an, varying):
+    note = variants.twin_note(an)
+    if note is not None:
+        s.add(note)
+    for line in headlines(an, labels):
         s.add(Paragraph(line, strong=True))
     s.add(Paragraph(f"{plural(len(configs), 'configuration')} {'was' if len(configs) == 1 else 'were'} measured "
                     f"with {plural(n_ok, 'sample')} in total"
@@ -54,6 +59,9 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
                        "not averaged." if n_failed else ".")))
     if varying:
         s.add(Paragraph("Swept parameters: " + ", ".join(varying) + "."))
+    compared = variants.comparison(an, varying)
+    if compared is not None:
+        s.add(Paragraph("Models compared: " + ", ".join(str(m) for m in configs["model"].dropna().unique()) + "."))
     if narrative is not None:
         _narrative_section(doc, narrative)
 
@@ -80,23 +88,39 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     # 4. Performance analysis.
     s = doc.section("Performance analysis")
     shown = [m for m in metrics]
-    headers = ("#",) + tuple(varying) + ("n",) + tuple(f"{m} ({UNITS.get(m, '')}) mean (95% CI)" for m in shown) + ("CV decode",)
+    headers = ("#",) + tuple(labels) + ("n",) + tuple(f"{m} ({UNITS.get(m, '')}) mean (95% CI)" for m in shown) + ("CV decode",)
     rows = []
     for i, row in enumerate(configs.to_dict("records"), 1):
-        rows.append((str(i),) + tuple(param(value(row, p)) for p in varying) + (num(value(row, "n_samples")),)
+        rows.append((str(i),) + tuple(param(value(row, p)) for p in labels) + (num(value(row, "n_samples")),)
                     + tuple(ci(row, m) for m in shown)
                     + (f"{value(row, 'decode_tps_cv'):.1%}" if value(row, "decode_tps_cv") is not None else "-",))
-    s.add(Table(headers, tuple(rows), caption="Configurations (only parameters that vary are shown)"))
+    s.add(Table(headers, tuple(rows), caption="Configurations (only parameters that vary are shown"
+                + ("; the model of each, a performance twin's marked (twin)" if labels != varying else "") + ")"))
     front = an.pareto
     if front is not None and len(front) and len(configs) > 1:
         objectives = str(front["pareto_objectives"].iloc[0]) if "pareto_objectives" in front else ""
-        s.add(Table(tuple(varying) + ("decode tok/s", "TTFT ms", "VRAM MiB"), tuple(
-            tuple(param(value(r, p)) for p in varying) + (num(value(r, "decode_tps_mean")), num(value(r, "ttft_ms_mean")),
+        s.add(Table(tuple(labels) + ("decode tok/s", "TTFT ms", "VRAM MiB"), tuple(
+            tuple(param(value(r, p)) for p in labels) + (num(value(r, "decode_tps_mean")), num(value(r, "ttft_ms_mean")),
                                                        num(value(r, "vram_used_mib_mean")))
             for r in front.to_dict("records")),
             caption=f"Pareto front: configurations no other beats on every objective ({objectives})"))
     for path, caption in figs:
         s.add(Figure(path, caption))
+
+    # 4a. Model variants: the models side by side, with the roofline's bytes per token.
+    if compared is not None:
+        s = doc.section("Model variants")
+        if note is not None:
+            s.add(Paragraph(note.text))
+        table, lines = compared
+        s.add(table)
+        if lines:
+            s.add(Bullets(tuple(lines)))
+        path = figures.bars([config_label(r, labels) for r in configs.to_dict("records")],
+                            list(configs.get("decode_tps_mean", [])), "decode tok/s", "Decode tok/s by model",
+                            out_dir / "figures" / "decode_by_model.png")
+        if path:
+            s.add(Figure("figures/decode_by_model.png", "Decode tok/s per configuration of each model"))
 
     # 4b. Noise and drift: what the same sweep measured about its own reliability.
     _noise_section(doc, an)
@@ -105,7 +129,7 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     doc.section("Key findings").add(Bullets(tuple(found["statements"]) or ("No finding: too little data.",)))
 
     # 6. Recommendations.
-    doc.section("Recommendations").add(Bullets(tuple(recommendations(an, varying, found))))
+    doc.section("Recommendations").add(Bullets(tuple(recommendations(an, labels, found))))
 
     # 7. Risks and mitigations.
     doc.section("Risks and mitigations").add(Table(("risk", "evidence", "mitigation"), tuple(risks(an))))
@@ -248,7 +272,7 @@ def _figures(an, varying, out_dir: Path) -> list[tuple[str, str]]:
             figs.append((f"figures/{path.name}", f"{figures.LABELS[metric]} per configuration"))
     if ok["bandwidth_efficiency"].notna().any():
         cfg = an.configs
-        path = figures.bars([config_label(r, varying) for r in cfg.to_dict("records")],
+        path = figures.bars([config_label(r, variants.label_columns(an) + varying) for r in cfg.to_dict("records")],
                             list(cfg.get("bandwidth_efficiency_mean", [])), "bandwidth efficiency",
                             "Decode tok/s as a share of the memory-bandwidth ceiling", fig_dir / "bandwidth_efficiency.png")
         if path:
