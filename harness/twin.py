@@ -66,7 +66,7 @@ def load_source(source: str | os.PathLike, *, tokenizer_source: str | os.PathLik
         return _spec_source(source, tokenizer_source)
     path = Path(source)
     if not path.exists():
-        raise TwinError(f"{source}: neither a twin spec ({', '.join(SPECS)}) nor a file")
+        raise TwinError(f"{source}: no such file, and not a twin spec ({', '.join(SPECS)})")
     header = _header(path)
     arch = header.kv.get("general.architecture")
     if arch is None or not isinstance(arch.value, str) or not arch.value:
@@ -193,7 +193,9 @@ def _write(path: Path, src: TwinSource, sizes: list[int], seed: int) -> None:
 
 def _twin_kv(src: TwinSource, seed: int) -> dict[str, GGUFValue]:
     kv = {k: v for k, v in src.kv.items() if not k.startswith(MARKER_PREFIX)}  # a twin of a twin: ours
-    kv["general.name"] = GGUFValue(_STRING, f"{src.of} (twin)")
+    name = kv.get("general.name")
+    original = name.value.removesuffix(" (twin)") if name is not None and isinstance(name.value, str) else src.of
+    kv["general.name"] = GGUFValue(_STRING, f"{original or src.of} (twin)")
     kv[MARKER_PREFIX + "synthetic"] = GGUFValue(_BOOL, True)
     kv[MARKER_PREFIX + "of"] = GGUFValue(_STRING, src.of)
     kv[MARKER_PREFIX + "source_sha256"] = GGUFValue(_STRING, src.sha256)
