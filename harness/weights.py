@@ -13,14 +13,14 @@ so it runs at the real model's speed, and its text is noise. Twins are used only
     w = resolve_weights(rc.model)   # at pre-flight, before anything loads
     w.path, w.twin (the record's twin fields, None for real weights), w.note() (one line)
 
-Making a twin takes a lock per cached file and writes under a temporary name renamed into place,
-so concurrent sweeps never see or leave a partial twin, and a twin an engine has mapped is never
-rewritten. A cached twin is checked by its marker before use.
+Making a twin takes a lock per cached file (one process makes it, the others wait and find it),
+and harness.twin writes under a temporary name renamed into place, so no sweep sees or leaves a
+partial twin and a twin an engine has mapped is never rewritten. A cached file is used only when
+its header carries the twin marker.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, replace
@@ -32,7 +32,7 @@ from .gguf import read_gguf_info
 from .modelfile import BadModelsDir, ModelNotFound, cache_dir, resolve, sha256_file
 
 TWINS_DIR = "twins"
-_MARKER_PREFIX = "harness.twin."
+_MARKER_PREFIX = "harness.twin."  # harness.twin.MARKER_PREFIX (tested equal), without importing the writer
 # The record's twin fields, from the GGUF marker's keys (harness.twin.<key>).
 _RECORD_FIELDS = (("synthetic", "synthetic"), ("of", "twin_of"), ("seed", "twin_seed"),
                   ("source_sha256", "twin_source_sha256"), ("version", "twin_version"))
@@ -72,8 +72,11 @@ def twin_record(marker: Mapping | None) -> dict | None:
 
 
 def metadata_twin(metadata: Mapping) -> dict | None:
-    """twin_record of a GGUF's metadata (GGUFInfo.metadata): the harness.twin.* keys that
-    harness.twin writes into every twin; None for real weights."""
+    """twin_record of a GGUF's metadata (GGUFInfo.metadata), read as harness.twin.twin_marker
+    reads a file (a twin is a file whose harness.twin.synthetic is true), without a second read of
+    the header or harness.twin's imports (numpy, gguf-py) on every plan; None for real weights."""
+    if metadata.get(_MARKER_PREFIX + "synthetic") is not True:
+        return None
     return twin_record({k: v for k, v in metadata.items() if str(k).startswith(_MARKER_PREFIX)})
 
 
@@ -137,7 +140,7 @@ def ensure_twin(name: str, path: Path, source: str, seed: int, what: str, blame:
     One process makes it while others wait on the lock, then find it made."""
     import fcntl
 
-    from .twin import make_twin  # the twin writer (and its specs) only when a twin is made
+    from .twin import TwinError, make_twin  # the writer (numpy, gguf-py) only when a twin is made
 
     found = _marker_of(path)
     if found is not None:
@@ -149,18 +152,15 @@ def ensure_twin(name: str, path: Path, source: str, seed: int, what: str, blame:
             found = _marker_of(path)
             if found is not None:  # made by another process while this one waited
                 return Weights(name, path, found)
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
             t0 = time.perf_counter()
-            try:
-                make_twin(source, tmp, seed=seed)
-                os.replace(tmp, path)  # a new inode: a mapped older file is never rewritten
-            finally:
-                tmp.unlink(missing_ok=True)
+            # written under a temporary name and renamed into place: a new inode, so a reader
+            # never sees a partial twin and an engine's mapping of an older file stays intact
+            make_twin(source, path, seed=seed)
             made_s = time.perf_counter() - t0
     except OSError as e:
         raise ConfigError("model.weights", "twin",
                           f"needs a writable cache for its twin ({e.filename or path}: {e.strerror or e})") from None
-    except (ValueError, KeyError) as e:  # a spec or header make_twin cannot turn into a twin
+    except TwinError as e:  # a spec or header make_twin cannot turn into a twin
         raise ConfigError(blame, source, f"cannot be made into a performance twin ({e})") from None
     twin = _marker_of(path)
     if twin is None:

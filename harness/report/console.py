@@ -58,14 +58,16 @@ def analyze_or_explain(paths: list[Path], max_file_mb: float):
 
 
 def print_configs(an) -> None:
-    """One line per configuration: the varying parameters, n, decode tok/s and TTFT with CIs."""
+    """One line per configuration: the model when several were measured or any is a performance
+    twin ('NAME (twin)'), the varying parameters, n, decode tok/s and TTFT with CIs."""
     from rich.markup import escape
     from rich.table import Table
 
     from ..analysis.pipeline import shown_params
+    from .variants import label_columns
 
     t = Table(title=fmt.plural(len(an.configs), "configuration"), title_justify="left")
-    cols = shown_params(an)
+    cols = label_columns(an) + shown_params(an)  # the model too (a twin's marked) when it tells rows apart
     for c in cols + ["n", "decode tok/s [95% CI]", "TTFT ms [95% CI]", "noisy"]:
         t.add_column(escape(c), justify="right")
     for row in an.configs.to_dict("records"):

@@ -168,7 +168,7 @@ def _one_error_line(r) -> str:
 
 
 RUNTIME_KEYS = "keys of runtime: n_gpu_layers, n_ctx, n_batch"
-MODELS = "available: gemma3_12b, gemma3_1b, gemma3_270m, gemma3_27b, gemma3_4b"
+MODELS = "available: gemma3_12b, gemma3_1b, gemma3_270m, gemma3_27b, gemma3_4b, smollm2_135m"
 
 # Overrides Hydra cannot compose: the first line of Hydra's several-line message used to come with
 # exit 1 (and, for a sweep, a warning from the callback first).
@@ -179,7 +179,7 @@ UNCOMPOSABLE = [
     (["model=llama99"], f"error: model: no option llama99; {MODELS}"),
     (["-m", "model=gemma3_270m,llama99"], f"error: model: no option llama99; {MODELS}"),
     (["workload=nope"], "error: workload: no option nope; available: insight_agent, long_context, pp512_tg128, short_chat"),
-    (["-m", "+sweep=nope"], "error: sweep: no option nope; available: chimera_grid, quick"),
+    (["-m", "+sweep=nope"], "error: sweep: no option nope; available: chimera_grid, quick, variants"),
     (["sweep=quick"], "error: sweep: is a config group outside the defaults: add it with +sweep=quick"),
     (["runtime.n_ctx=[1,"], "error: runtime.n_ctx: cannot parse 'runtime.n_ctx=[1,'"),
 ]

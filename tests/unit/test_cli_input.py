@@ -39,9 +39,9 @@ def test_unknown_key_in_a_sweep_that_does_not_vary_is_refused_before_the_sweep()
 
 def test_unknown_group_option_lists_the_options():
     assert _refused(["model=llama99"]) == ("model: no option llama99; available: gemma3_12b, gemma3_1b, "
-                                           "gemma3_270m, gemma3_27b, gemma3_4b")
+                                           "gemma3_270m, gemma3_27b, gemma3_4b, smollm2_135m")
     assert _refused(["workload=nope"]).startswith("workload: no option nope; available: insight_agent, ")
-    assert _refused(["+sweep=nope"]) == "sweep: no option nope; available: chimera_grid, quick"
+    assert _refused(["+sweep=nope"]) == "sweep: no option nope; available: chimera_grid, quick, variants"
     assert _refused(["hydra/launcher=nope"]).startswith("hydra/launcher: no option nope; available: ")
 
 
