@@ -130,8 +130,10 @@ def make_twin(source: str | os.PathLike, out: str | os.PathLike, *, seed: int = 
     for name, shape, t in src.tensors:
         try:
             sizes.append(tensor_nbytes(t, shape))
-        except (UnsupportedType, ValueError) as e:
+        except UnsupportedType as e:
             raise TwinError(f"{source}: tensor {name}: no synthetic form for {e}") from e
+        except ValueError as e:  # a row that is not a whole number of blocks: a corrupt header
+            raise TwinError(f"{source}: tensor {name}: {e}") from e
     out = Path(out)
     tmp = _open_temp(out)
     try:

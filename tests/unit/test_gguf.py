@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.gguf import GGUFError, GGUFInfo, NotARegularFile, read_gguf_info
+from harness.gguf import (GGUFError, GGUFInfo, GGUFTensorInfo, GGUFValue, NotARegularFile, read_gguf_header,
+                         read_gguf_info)
 
 # GGUF value types
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
@@ -325,3 +326,35 @@ def test_real_gemma3_270m_q4_k_m():
     assert (info.n_tensors, info.n_kv) == (236, 33)
     # Cross-checked against the `gguf` package: tensor data ends exactly at end of file.
     assert info.tensor_data_bytes == 246_587_904 and info.size_bytes == 253_113_024
+
+
+# --- read_gguf_header: the full header, also of a file cut short after it ---
+
+def test_header_decodes_every_value_and_keeps_types(tmp_path):
+    kv = BASIC_KV + [("tokenizer.ggml.merges", ARR, (STR, [b"a \xff", "b c"])), ("i8s", ARR, (I8, [-1, 2]))]
+    data, _, data_start = build_gguf(kv, BASIC_TENSORS)
+    h = read_gguf_header(_write(tmp_path, data))
+    assert h.version == 3 and h.alignment == 32 and list(h.kv) == [k for k, _, _ in kv]
+    assert h.kv["general.name"] == GGUFValue(STR, "Tiny Test")
+    assert h.kv["llama.block_count"] == GGUFValue(U32, 7)
+    assert h.kv["llama.attention.head_count"] == GGUFValue(ARR, (4, 8, 2), I32)
+    assert h.kv["tokenizer.ggml.tokens"].value == tuple(t.encode() for t in VOCAB)
+    assert h.kv["tokenizer.ggml.merges"] == GGUFValue(ARR, (b"a \xff", b"b c"), STR)  # bytes kept as stored
+    assert h.kv["i8s"] == GGUFValue(ARR, (-1, 2), I8)
+    assert h.tensors == (GGUFTensorInfo("a.weight", (16, 4), GGML_F32, 0),
+                         GGUFTensorInfo("b.weight", (256, 2), GGML_Q4_K, 256),
+                         GGUFTensorInfo("c.weight", (64,), GGML_Q8_0, 544))
+    assert h.header_bytes <= data_start < h.header_bytes + 32
+
+
+def test_header_of_a_file_cut_short_after_it(tmp_path):
+    data, _, _ = build_gguf(BASIC_KV, BASIC_TENSORS)
+    full = read_gguf_header(_write(tmp_path, data))
+    cut = _write(tmp_path, data[:full.header_bytes], "cut.gguf")
+    with pytest.raises(GGUFError, match="truncated"):
+        read_gguf_info(cut)  # the summary checks the tensor data is there
+    h = read_gguf_header(cut)
+    assert (h.kv, h.tensors, h.header_bytes) == (full.kv, full.tensors, full.header_bytes)
+    for n in (full.header_bytes - 1, full.header_bytes // 2, 30):
+        with pytest.raises(GGUFError, match="truncated"):
+            read_gguf_header(_write(tmp_path, data[:n], f"cut{n}.gguf"))
