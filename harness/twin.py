@@ -224,8 +224,8 @@ def cmd_twin(args: list[str]) -> int:
                     "types with synthetic weights (runs at the source's speed; its text is noise).")
     p.add_argument("source", metavar="NAME|PATH",
                    help=f"a spec ({', '.join(SPECS)}) or a GGUF file (only its header is read)")
-    p.add_argument("--out", required=True, type=Path, help="the twin's GGUF file")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights (default 0)")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.gguf", help="the twin's GGUF file")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the synthetic weights (default 0)")
     a = p.parse_args(args)
     try:
         info = make_twin(a.source, a.out, seed=a.seed)
