@@ -369,3 +369,13 @@ def test_the_marker_is_read_as_harness_twin_reads_it(tmp_path):
     assert W.file_twin(marked) == W.twin_record(harness.twin.twin_marker(marked))
     unmarked = tiny_gguf(tmp_path / "u.gguf", {"synthetic": False, "of": "x"})
     assert W.file_twin(unmarked) is None and harness.twin.twin_marker(unmarked) is None
+
+
+def test_the_twin_line_is_said_once_per_twin(capsys):
+    from harness import progress
+
+    progress.note("model m: made a performance twin ...", key="twin:/c/m.gguf")
+    progress.note("model m: performance twin ...", key="twin:/c/m.gguf")  # a later point's pre-flight
+    progress.note("model n: performance twin ...", key="twin:/c/n.gguf")
+    assert capsys.readouterr().err.splitlines() == ["model m: made a performance twin ...",
+                                                    "model n: performance twin ..."]
