@@ -40,6 +40,7 @@ class LoadInfo:
     architecture: str
     flash_attn_effective: str | None
     load_log: str
+    vram: dict | None = None  # harness.vram's pre-flight record of a GPU load
 
     @classmethod
     def of(cls, lm: llama.LoadedModel, reused: bool) -> "LoadInfo":

@@ -70,6 +70,7 @@ class LoadedModel:
     eos_text: str = ""
     loads_in_process: int = 1
     flash_attn_effective: str | None = None  # what llama.cpp chose (auto resolves at load)
+    vram: dict | None = None  # harness.vram: estimate, verdict, free before, measured (GPU loads)
     load_log: str = ""  # what llama.cpp printed while loading (offload, KV cache, flash attention)
     # What the context accepts: llama.cpp caps n_batch at the requested n_ctx and n_ubatch at
     # n_batch, and rounds n_ctx up (256 cells); prompts are checked against the requested size.
@@ -227,6 +228,7 @@ class Engine:
             self.models.move_to_end(key)
             return self.models[key], True
         self._make_room(_file_size(key.model_path))
+        vram_before = self._vram_preflight(key)
         try:
             lm = _load(key, architecture)
         except EngineError:
@@ -234,11 +236,30 @@ class Engine:
                 raise
             self.unload()  # out of (GPU) memory is the usual reason: try once more alone
             lm = _load(key, architecture)
+        if vram_before is not None:
+            from .. import vram
+
+            lm.vram = vram.measured(vram_before)
         self.loads += 1
         lm.loads_in_process = self.loads
         self.models[key] = lm
         self._make_room(0)
         return lm, False
+
+    def _vram_preflight(self, key: LoadKey) -> dict | None:
+        """The VRAM pre-flight of an offloading load (harness.vram): the estimate against NVML's free
+        memory, the other loaded models freed first when it does not fit; raises VramInsufficient
+        (one line) when it still cannot."""
+        if key.n_gpu_layers <= 0 or not gpu_offload_supported():
+            return None
+        from .. import vram
+
+        def evict() -> bool:
+            had = bool(self.models)
+            self.unload()
+            return had
+
+        return vram.preflight(key, evict=evict)
 
     def _make_room(self, need: int) -> None:
         """Free least recently used models beyond max_models, or while host memory is short."""
