@@ -6,7 +6,7 @@ PYTEST    := $(VENV)/bin/pytest
 SWEEP     ?= quick
 ARGS      ?=
 
-.PHONY: setup native run test test-unit bench bench-llama doctor clean distclean
+.PHONY: setup native run test test-unit bench bench-llama gpu-kit doctor clean distclean
 
 setup:
 	@bash scripts/setup.sh
@@ -40,6 +40,11 @@ bench: setup
 # llama.cpp's llama-bench, built from the source the installed llama-cpp-python vendors (once).
 bench-llama: setup
 	@bash scripts/build_llama_bench.sh
+
+# What travels to a bare GPU machine for scripts/gpu_check.sh: gpu-kit/ (trimmed llama.cpp source,
+# wheels, the default model's GGUF header); prints its size. See the README's "GPU check in one call".
+gpu-kit: setup
+	@bash scripts/gpu_kit.sh
 
 doctor: setup
 	$(HARNESS) doctor
