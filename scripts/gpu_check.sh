@@ -183,6 +183,12 @@ make_twin() {
         echo "$name made=$(elapsed "$t0")" >> "$GC_SCRATCH/twins.txt"
     fi
     ln -sfn "$cached" "$GC_MODELS/$file"
+    # twins of older sources or writers are never used again
+    local old
+    for old in "$GC_CACHE/twins/$name-0-"*.gguf; do
+        [[ -f "$old" && "$old" != "$cached" ]] && rm -f "$old"
+    done
+    return 0
 }
 
 step_twins() {
@@ -207,6 +213,14 @@ step_twins() {
         made+=("$name")
     done
     ls -lL "$GC_MODELS"
+    # the sha256 that every run records of its model file, computed here, beside the build, once
+    "$GC_PY" - "$GC_MODELS" <<'PY' || return 1
+import sys
+from pathlib import Path
+from harness.modelfile import sha256_file
+for p in sorted(Path(sys.argv[1]).glob("*.gguf")):
+    print(p.name, sha256_file(p))
+PY
     local how
     how=$(sed 's/ made=/ made in /; s/$/ s/' "$GC_SCRATCH/twins.txt" | paste -sd, - | sed 's/,/, /g')
     echo "note: ${made[*]} (${how:-all cached})"
@@ -280,8 +294,8 @@ cuda_args() {
         echo "cuBLAS not found (libcublas: '${lib}', libcublasLt: '${liblt}', cublas_v2.h: '${inc}') under ${cands[*]}" >&2
         return 1; }
     # Only cuBLAS's own headers: the folder holding them may also hold another CUDA runtime's.
-    local overlay="$GC_SCRATCH/cublas-include"
-    mkdir -p "$overlay"
+    local overlay="$GC_CACHE/cublas-include"   # a fixed path: it is part of the build's cache key
+    rm -rf "$overlay" && mkdir -p "$overlay"
     for h in "$(dirname "$inc")"/cublas*.h; do ln -sfn "$h" "$overlay/"; done
     local ld=("$(dirname "$lib")" "$(dirname "$liblt")")
     for d in "$root/lib64" "$root/lib" "$root/targets/x86_64-linux/lib"; do [[ -d "$d" ]] && ld+=("$d"); done
@@ -358,6 +372,13 @@ step_build() {
     printf 'configure %.0f s, compile %.0f s on %s CPUs' "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" \
         "$(awk -v a="$t1" -v b="$t2" 'BEGIN {print b - a}')" "$(nproc)" > "$dir/.complete"
     ln -sfn "$dir" "$GC_SCRATCH/engine"
+    # builds of other sources are never used again (unless another run holds one right now)
+    local old
+    for old in "$GC_CACHE/engine-$GC_MODE-"*/; do
+        old=${old%/}
+        [[ -d "$old" && "$old" != "$dir" ]] || continue
+        ( flock -n 8 && rm -rf "$old" ) 8> "$old.lock" 2>/dev/null && rm -f "$old.lock"
+    done
     echo "note: built ($(cat "$dir/.complete"))"
 }
 
@@ -517,9 +538,15 @@ if [[ "$MODE" == gpu ]]; then
 else
     export GC_PY="${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python}" GC_SWEEP_MODELS="$REHEARSE_MODELS"
     BUDGET="${GPU_CHECK_BUDGET_S:-3600}"
-    NOMINAL[build]=3000
+    # a small CPU machine: a cold build takes minutes, and the benchmark's fixed sizes run on the CPU
+    NOMINAL[build]=2400 NOMINAL[python-env]=300 NOMINAL[twins]=600 NOMINAL[engine]=200 NOMINAL[gpu-tests]=300
+    NOMINAL[sweep]=600 NOMINAL[llama-bench]=900 NOMINAL[summary]=120
 fi
 for v in GC_KIT GC_OUT GC_SCRATCH; do case "${!v}" in /*) ;; *) export "$v=$ROOT/${!v}" ;; esac; done
+case "$(readlink -m "$GC_SCRATCH")" in
+    /|"$(readlink -m "$HOME")"|"$ROOT"|"$(readlink -m "$GC_OUT")")
+        echo "gpu_check: GPU_CHECK_SCRATCH=$GC_SCRATCH would be emptied; give a folder of its own" >&2; exit 2 ;;
+esac
 export GC_SITE="$GC_SCRATCH/site" GC_MODELS="$GC_SCRATCH/models" GC_ENGINE_SITE="$GC_SCRATCH/engine/site"
 rm -rf "$GC_SCRATCH" && mkdir -p "$GC_SCRATCH/logs" "$GC_SITE" "$GC_OUT" || exit 2
 LOG="$GC_OUT/gpu_check.log"
@@ -529,7 +556,10 @@ T0=$(now_s)
 DEADLINE=$(awk -v t="$T0" -v b="$BUDGET" 'BEGIN {printf "%d", t + b}')
 printf 'mode\t%s\nbudget_s\t%s\nstarted\t%s\nt0_epoch\t%s\n' "$MODE" "$BUDGET" \
     "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$T0" > "$GC_SCRATCH/run.env"
-echo "gpu_check ($MODE): scratch $GC_SCRATCH, kit $GC_KIT, out $GC_OUT, budget $BUDGET s"
+echo "gpu_check ($MODE): scratch $GC_SCRATCH, kit $GC_KIT, out $GC_OUT, budget $BUDGET s" | tee -a "$LOG"
+
+# A progress line, on the terminal and in the run's log.
+say() { echo "$*"; echo "$*" >> "$LOG"; }
 
 step_status() { awk -F'\t' -v n="$1" '$1 == n {s = $2} END {print s}' "$STEPS"; }
 
@@ -561,17 +591,17 @@ run_step() {
         st=$(step_status "$need")
         if [[ "$st" != ok ]]; then
             printf '%s\tskipped\t0\t0\tneeds %s (%s)\n' "$name" "$need" "${st:-not run}" >> "$STEPS"
-            echo "[$(elapsed "$T0") s] $name: skipped (needs $need: ${st:-not run})"
+            say "[$(elapsed "$T0") s] $name: skipped (needs $need: ${st:-not run})"
             return 1
         fi
     done
     [[ -n "$budget" ]] || budget=$(budget_for "$name")
     if (( budget < 5 )); then
         printf '%s\tskipped\t0\t0\tno time left in the %s s budget\n' "$name" "$BUDGET" >> "$STEPS"
-        echo "[$(elapsed "$T0") s] $name: skipped (no time left)"
+        say "[$(elapsed "$T0") s] $name: skipped (no time left)"
         return 1
     fi
-    echo "[$(elapsed "$T0") s] $name: start (budget $budget s)"
+    say "[$(elapsed "$T0") s] $name: start (budget $budget s)"
     local t0 rc secs status note
     t0=$(now_s)
     GC_STEP_BUDGET=$budget timeout -k 10 "$budget" bash "$SELF" --step "$name" > "$GC_SCRATCH/logs/$name.log" 2>&1
@@ -589,7 +619,7 @@ run_step() {
     fi
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$secs" "$budget" "$note" >> "$STEPS"
     append_log "$name"
-    echo "[$(elapsed "$T0") s] $name: $status in $secs s${note:+ ($note)}"
+    say "[$(elapsed "$T0") s] $name: $status in $secs s${note:+ ($note)}"
     if [[ "$status" != ok ]]; then
         echo "----- last lines of $name's log:"
         tail -n 25 "$GC_SCRATCH/logs/$name.log" | cut -c1-400
@@ -610,11 +640,12 @@ run_step llama-bench
 left=$(( DEADLINE - $(date +%s) ))
 run_step summary "$(( left > NOMINAL[summary] ? NOMINAL[summary] : (left > 10 ? left : 10) ))"
 
+[[ -f "$GC_OUT/gpu_check.md" ]] && { echo; cat "$GC_OUT/gpu_check.md"; echo; }
 total=$(elapsed "$T0")
-echo "gpu_check ($MODE): $total s"
+say "gpu_check ($MODE): $total s"
 bad=$(awk -F'\t' '$2 != "ok" {print $1 " " $2}' "$STEPS")
 if [[ -n "$bad" ]]; then
-    echo "gpu_check: not ok: $(echo "$bad" | paste -sd, - | sed 's/,/, /g')"
+    say "gpu_check: not ok: $(echo "$bad" | paste -sd, - | sed 's/,/, /g')"
     exit 1
 fi
-echo "gpu_check: every step ok; summary $GC_OUT/gpu_check.md"
+say "gpu_check: every step ok; summary $GC_OUT/gpu_check.md"
