@@ -1,7 +1,7 @@
 """Model variants and performance twins: model.weights validation, package models, the twin cache
 (made once, under a lock, never silently), the marks in plan, run.json, tables and the report, and
 the narrator that is never a twin. harness.twin's writer is replaced here by a tiny GGUF writer
-(the real one is exercised end to end in tests/integration/test_variants.py)."""
+(the real one is exercised end to end in tests/integration/test_variants_sweep.py)."""
 
 from __future__ import annotations
 
