@@ -59,6 +59,13 @@ def twin_note(an) -> Paragraph | None:
         "marked '(twin)'.", strong=True)
 
 
+def _model_bound(cfg, p: str) -> bool:
+    """Whether parameter `p` takes one value per model (and differs between them): a property of
+    the model, such as the prompt's length in its tokenizer's tokens, not a setting."""
+    values = cfg[["model", p]].astype(str)
+    return bool((values.groupby("model")[p].nunique() <= 1).all() and values[p].nunique() > 1)
+
+
 def _bytes(v) -> str:
     return "-" if v is None else f"{v / 2**20:,.1f}"
 
@@ -72,7 +79,10 @@ def comparison(an, varying: list[str]) -> tuple[Table, list[str]] | None:
     if "model" not in cfg or cfg["model"].dropna().nunique() < 2:
         return None
     facts = model_facts(an)
-    others = [p for p in varying if p != "model"]
+    shown = [p for p in varying if p != "model"]
+    # Parameters the model decides (the prompt's length in its own tokens) are shown, not matched on:
+    # every model is compared with the smallest at the same values of the parameters that were set.
+    others = [p for p in shown if not _model_bound(cfg, p)]
     hw = cfg["hardware"].dropna().nunique() > 1 if "hardware" in cfg else False
     rows = cfg.to_dict("records")
     for r in rows:
@@ -92,7 +102,7 @@ def comparison(an, varying: list[str]) -> tuple[Table, list[str]] | None:
             if k not in ref or r["_bytes"] < ref[k]["_bytes"]:
                 ref[k] = r
     gpu = "bandwidth_efficiency_mean" in cfg and cfg["bandwidth_efficiency_mean"].notna().any()
-    headers = (("hardware",) if hw else ()) + ("model", "weights") + tuple(others) + (
+    headers = (("hardware",) if hw else ()) + ("model", "weights") + tuple(shown) + (
         "weight MiB (bytes/token)", "decode tok/s (95% CI)", "prefill tok/s (95% CI)", "TTFT ms (95% CI)",
         "decode x weight bytes GB/s", "decode vs smallest", "roofline (bytes ratio)") + (
         ("bandwidth efficiency",) if gpu else ())
@@ -114,7 +124,7 @@ def comparison(an, varying: list[str]) -> tuple[Table, list[str]] | None:
             rel, exp = "1.00x", "1.00x"
         eff = value(r, "bandwidth_efficiency_mean")
         table_rows.append(((str(r.get("hardware")),) if hw else ()) + (str(r.get("model")), r["_weights"])
-                          + tuple(param(value(r, p)) for p in others)
+                          + tuple(param(value(r, p)) for p in shown)
                           + (_bytes(r["_bytes"]), ci(r, "decode_tps"), ci(r, "prefill_tps"), ci(r, "ttft_ms"),
                              num(r["_gbps"]) if r["_gbps"] is not None else "-", rel, exp)
                           + ((f"{eff:.1%}" if eff is not None and math.isfinite(eff) else "-",) if gpu else ()))

@@ -379,3 +379,23 @@ def test_the_twin_line_is_said_once_per_twin(capsys):
     progress.note("model n: performance twin ...", key="twin:/c/n.gguf")
     assert capsys.readouterr().err.splitlines() == ["model m: made a performance twin ...",
                                                     "model n: performance twin ..."]
+
+
+def test_a_parameter_the_model_decides_does_not_split_the_comparison(tmp_path):
+    """The same prompt is 31 tokens in one tokenizer and 53 in another: the models are still
+    compared with each other (n_prompt_tokens is shown, not matched on)."""
+    from harness.analysis.pipeline import analyze
+    from harness.report.variants import comparison
+
+    sweep = _sweep(tmp_path)
+    twin_run = sweep / "model=gemma3_1b" / "run.json"
+    rec = json.loads(twin_run.read_text())
+    rec["prompt"]["n_tokens"] = 53
+    for r in rec["repetitions"]:
+        r["n_prompt_tokens"] = 53
+    twin_run.write_text(json.dumps(rec))
+    an = analyze([sweep])
+    assert "n_prompt_tokens" in an.varying
+    table, lines = comparison(an, an.varying)
+    assert "n_prompt_tokens" in table.headers and len(lines) == 1
+    assert lines[0].startswith("gemma3_1b (twin) has 2.00x the weight bytes of gemma3_270m")
