@@ -21,8 +21,10 @@ its header carries the twin marker.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
@@ -155,7 +157,8 @@ def ensure_twin(name: str, path: Path, source: str, seed: int, what: str, blame:
             t0 = time.perf_counter()
             # written under a temporary name and renamed into place: a new inode, so a reader
             # never sees a partial twin and an engine's mapping of an older file stays intact
-            make_twin(source, path, seed=seed)
+            with _quiet_writer():
+                make_twin(source, path, seed=seed)
             made_s = time.perf_counter() - t0
     except OSError as e:
         raise ConfigError("model.weights", "twin",
@@ -166,6 +169,19 @@ def ensure_twin(name: str, path: Path, source: str, seed: int, what: str, blame:
     if twin is None:
         raise ConfigError("model.weights", "twin", f"made a file without a twin marker: {path}")
     return Weights(name, path, twin, made_s=made_s, source=what)
+
+
+@contextmanager
+def _quiet_writer():
+    """gguf-py's writer logs each file it writes at INFO; in a sweep, where Hydra shows INFO, the
+    one line of Weights.note() says it instead."""
+    logger = logging.getLogger("gguf")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _marker_of(path: Path) -> dict | None:
