@@ -59,11 +59,12 @@ SWEEP_MODELS="gemma3_270m gemma3_1b gemma3_4b"
 REHEARSE_NGL="0,25%,all"
 REHEARSE_MODELS="gemma3_270m gemma3_1b"
 REHEARSE_SWEEP_ARGS=(workload.max_tokens=8 bench.warmup=0)
+REHEARSE_LB_SIZES="64,16,2"   # llama-bench comparison: prompt tokens, generated tokens, repetitions
 
 # Nominal budget (s) and the least a step can do anything useful with, in execution order.
 declare -A NOMINAL=([probe]=20 [python-env]=90 [twins]=200 [build]=420 [engine]=60 [gpu-tests]=75
                     [sweep]=170 [llama-bench]=130 [summary]=30)
-declare -A MINIMUM=([engine]=20 [gpu-tests]=30 [sweep]=60 [llama-bench]=60 [summary]=15)
+declare -A MINIMUM=([engine]=15 [gpu-tests]=30 [sweep]=60 [llama-bench]=70 [summary]=15)
 ORDER=(probe build engine gpu-tests sweep llama-bench summary)  # python-env, twins: beside build
 # What each step needs (steps that must have succeeded).
 declare -A NEEDS=([twins]="python-env" [engine]="build python-env" [gpu-tests]="engine twins"
@@ -77,7 +78,7 @@ elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN {printf "%.1f", b - a}'; }
 # ====================================================================================================
 # Step bodies. Each runs in its own bash process (`gpu_check.sh --step NAME`) under `timeout`, with
 # the run's settings in GC_* variables, its output in $GC_SCRATCH/logs/NAME.log. Exit 0 = ok; a
-# line "note: ..." on stdout goes into the summary.
+# line "gpu_check: ..." on stdout is the step's note in the summary.
 # ====================================================================================================
 
 # The environment of every step that runs the harness.
@@ -90,7 +91,8 @@ harness_env() {
     export HARNESS_NATIVE_LIB="$GC_SCRATCH/native-build/libharness_native.so"
     export MPLBACKEND=Agg
     # a rehearsal shares its machine: its device locks are its own (the GPU machine runs nothing else)
-    [[ "$GC_MODE" == rehearse ]] && export HARNESS_DEVICE_LOCK_SCOPE="gpu-check-$GC_RUN_ID"
+    # and its OpenMP threads sleep while they wait (spinning on a busy small machine is very slow)
+    [[ "$GC_MODE" == rehearse ]] && export HARNESS_DEVICE_LOCK_SCOPE="gpu-check-$GC_RUN_ID" OMP_WAIT_POLICY=PASSIVE
     if [[ -f "$GC_SCRATCH/cuda.env" ]]; then source "$GC_SCRATCH/cuda.env"; fi
 }
 
@@ -126,10 +128,10 @@ step_probe() {
         local nvcc
         nvcc=$( (command -v nvcc || ls /usr/local/cuda/bin/nvcc) 2>/dev/null | head -n 1)
         [[ -n "$nvcc" ]] && "$nvcc" --version | tail -n 2
-        echo "note: $(echo "$q" | head -n 1), compute capability $cap"
+        echo "gpu_check: $(echo "$q" | head -n 1), compute capability $cap"
     else
-        echo "gpu=NVIDIA H200 (fake NVML trace; CPU build)" >> "$GC_SCRATCH/machine.env"
-        echo "note: rehearsal on $(nproc) CPUs, no GPU"
+        echo "gpu=NVIDIA H200" >> "$GC_SCRATCH/machine.env"
+        echo "gpu_check: rehearsal on $(nproc) CPUs, no GPU"
     fi
 }
 
@@ -163,7 +165,7 @@ if missing:
 import harness
 print("harness", md.version("harness"), "from", harness.__file__)
 PY
-    echo "note: $(ls "$wheels"/*.whl | wc -l) wheels (cp$tag) and the harness installed offline"
+    echo "gpu_check: $(ls "$wheels"/*.whl | wc -l) wheels (cp$tag) and the harness installed offline"
 }
 
 # make_twin NAME FILE SOURCE: the twin of SOURCE (the kit's header, or a spec name), cached by
@@ -223,7 +225,7 @@ for p in sorted(Path(sys.argv[1]).glob("*.gguf")):
 PY
     local how
     how=$(sed 's/ made=/ made in /; s/$/ s/' "$GC_SCRATCH/twins.txt" | paste -sd, - | sed 's/,/, /g')
-    echo "note: ${made[*]} (${how:-all cached})"
+    echo "gpu_check: ${made[*]} (${how:-all cached})"
 }
 
 write_standin() {
@@ -274,11 +276,20 @@ PY
 # The CUDA toolkit and cuBLAS (from the toolkit, or the nvidia-cublas wheel of the machine's
 # Python): cmake arguments on stdout, library folders for the loader in $GC_SCRATCH/cuda.env.
 cuda_args() {
-    local nvcc root cands=() d lib="" liblt="" inc=""
+    local nvcc root="" cands=() d lib="" liblt="" inc=""
     nvcc=$( (command -v nvcc || ls /usr/local/cuda/bin/nvcc) 2>/dev/null | head -n 1)
     [[ -n "$nvcc" ]] || { echo "no nvcc on PATH or in /usr/local/cuda/bin" >&2; return 1; }
-    nvcc=$(readlink -f "$nvcc")
-    root=$(dirname "$(dirname "$nvcc")")
+    # the toolkit's root: where nvcc lives (through links), else the usual places (nvcc on PATH
+    # can be a wrapper script elsewhere)
+    for d in "$(dirname "$(dirname "$(readlink -f "$nvcc")")")" "${CUDA_HOME:-}" "${CUDA_PATH:-}" \
+             "$(readlink -f /usr/local/cuda 2>/dev/null)" /usr/local/cuda-*; do
+        if [[ -n "$d" && -x "$d/bin/nvcc" && ( -f "$d/include/cuda_runtime.h" ||
+              -f "$d/targets/x86_64-linux/include/cuda_runtime.h" ) ]]; then
+            root=$d; break
+        fi
+    done
+    [[ -n "${root:-}" ]] || { echo "no CUDA toolkit (bin/nvcc with include/cuda_runtime.h) found for $nvcc" >&2; return 1; }
+    nvcc="$root/bin/nvcc"
     cands+=("$root" /usr/local/cuda)
     while read -r d; do [[ -d "$d" ]] && cands+=("$d"); done < <("$GC_PY" -c \
         'import nvidia, sys; print("\n".join(nvidia.__path__))' 2>/dev/null)
@@ -341,7 +352,7 @@ step_build() {
     exec 9> "$dir.lock"
     flock 9 2>/dev/null || true   # one build per key at a time; a second run waits, then finds it
     if [[ -f "$dir/.complete" ]]; then
-        echo "note: cached ($(cat "$dir/.complete"))"
+        echo "gpu_check: cached ($(cat "$dir/.complete"))"
         ln -sfn "$dir" "$GC_SCRATCH/engine"
         return 0
     fi
@@ -379,7 +390,7 @@ step_build() {
         [[ -d "$old" && "$old" != "$dir" ]] || continue
         ( flock -n 8 && rm -rf "$old" ) 8> "$old.lock" 2>/dev/null && rm -f "$old.lock"
     done
-    echo "note: built ($(cat "$dir/.complete"))"
+    echo "gpu_check: built ($(cat "$dir/.complete"))"
 }
 
 step_engine() {
@@ -414,7 +425,7 @@ sys.exit(0 if s.usable else "the native timing library is not usable")
 PY
     local offload
     offload=$("$GC_PY" -c 'import llama_cpp; print("on" if llama_cpp.llama_supports_gpu_offload() else "off")')
-    echo "note: llama_cpp $(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$engine/site/llama_cpp/__init__.py") from the engine build, GPU offload $offload, native timing library usable"
+    echo "gpu_check: llama_cpp $(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$engine/site/llama_cpp/__init__.py") from the engine build, GPU offload $offload, native timing library usable"
 }
 
 step_gpu_tests() {
@@ -433,7 +444,7 @@ import sys, xml.etree.ElementTree as ET
 r = ET.parse(sys.argv[1]).getroot()
 s = r if r.tag == "testsuite" else r.find("testsuite")
 n, f, e, k = (int(s.get(a, 0)) for a in ("tests", "failures", "errors", "skipped"))
-print(f"note: {n - f - e - k} passed, {k} skipped, {f + e} failed")
+print(f"gpu_check: {n - f - e - k} passed, {k} skipped, {f + e} failed")
 PY
 }
 
@@ -472,7 +483,7 @@ PY
         rc=$?
         if (( rc == 0 )); then done_+=("$m"); else failed+=("$m (exit $rc)"); fi
     done
-    echo "note: swept ${done_[*]:-nothing}${failed:+; failed: ${failed[*]}}"
+    echo "gpu_check: swept ${done_[*]:-nothing}${failed:+; failed: ${failed[*]}}"
     (( ${#failed[@]} == 0 ))
 }
 
@@ -480,15 +491,21 @@ step_llama_bench() {
     harness_env
     local bench; bench=$(readlink -f "$GC_SCRATCH/engine/llama-bench")
     [[ -x "$bench" ]] || { echo "no llama-bench in the engine build"; return 1; }
+    local shrink=()
+    if [[ "$GC_MODE" == rehearse ]]; then
+        # the benchmark's own sizes take many minutes on a small CPU machine: smaller, same steps
+        shrink=(-p gpu_check_pytest)
+        export PYTHONPATH="$PYTHONPATH:$ROOT/scripts" GPU_CHECK_LB_SIZES="$REHEARSE_LB_SIZES"
+    fi
     HARNESS_LLAMA_BENCH="$bench" LLAMA_BENCH_ROUNDS="$GC_LB_ROUNDS" \
-        "$GC_PY" -m pytest benchmarks/test_vs_llama_bench.py -s -q -p no:cacheprovider \
+        "$GC_PY" -m pytest benchmarks/test_vs_llama_bench.py -s -v -p no:cacheprovider "${shrink[@]}" \
         --benchmark-json="$GC_SCRATCH/llama_bench.json" || return 1
     "$GC_PY" - "$GC_SCRATCH/llama_bench.json" <<'PY'
 import json, sys
 b = json.load(open(sys.argv[1]))["benchmarks"][0]["extra_info"]
 parts = [f"{p} {n} {b[f'{p}_{n}_ratio_of_means']:.3f}" for p in b.get("timing_paths", [])
          for n in ("prefill", "decode_engine") if f"{p}_{n}_ratio_of_means" in b]
-print("note: harness / llama-bench: " + ", ".join(parts))
+print("gpu_check: harness / llama-bench: " + ", ".join(parts))
 PY
 }
 
@@ -501,7 +518,7 @@ step_summary() {
             [[ -f "$GC_SCRATCH/$f" ]] && extra+=("$f")
         done
         tar -C "$GC_SCRATCH" -czf "$GC_OUT/results.tar.gz" results "${extra[@]}" || return 1
-        echo "note: $GC_OUT/results.tar.gz ($(du -h "$GC_OUT/results.tar.gz" | cut -f1))"
+        echo "gpu_check: $GC_OUT/results.tar.gz ($(du -h "$GC_OUT/results.tar.gz" | cut -f1))"
     fi
 }
 
@@ -556,6 +573,7 @@ T0=$(now_s)
 DEADLINE=$(awk -v t="$T0" -v b="$BUDGET" 'BEGIN {printf "%d", t + b}')
 printf 'mode\t%s\nbudget_s\t%s\nstarted\t%s\nt0_epoch\t%s\n' "$MODE" "$BUDGET" \
     "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$T0" > "$GC_SCRATCH/run.env"
+[[ "$MODE" == rehearse ]] && printf 'lb_sizes\t%s\n' "$REHEARSE_LB_SIZES" >> "$GC_SCRATCH/run.env"
 echo "gpu_check ($MODE): scratch $GC_SCRATCH, kit $GC_KIT, out $GC_OUT, budget $BUDGET s" | tee -a "$LOG"
 
 # A progress line, on the terminal and in the run's log.
@@ -607,7 +625,7 @@ run_step() {
     GC_STEP_BUDGET=$budget timeout -k 10 "$budget" bash "$SELF" --step "$name" > "$GC_SCRATCH/logs/$name.log" 2>&1
     rc=$?
     secs=$(elapsed "$t0")
-    note=$(sed -n 's/^note: //p' "$GC_SCRATCH/logs/$name.log" | tail -n 1 | tr '\t' ' ')
+    note=$(sed -n 's/^gpu_check: //p' "$GC_SCRATCH/logs/$name.log" | tail -n 1 | tr '\t' ' ')
     if (( rc == 0 )); then
         status=ok
     elif (( rc == 124 || rc == 137 )); then

@@ -205,7 +205,7 @@ def render_vram(points: list[dict]) -> str:
     return f"Estimate: {', '.join(hows)}. Measured: the drop in NVML's free memory the load caused.\n\n{body}"
 
 
-def render_llama_bench(path: Path) -> str:
+def render_llama_bench(path: Path, sizes: str | None = None) -> str:
     if not path.is_file():
         return "No llama-bench comparison (see the steps)."
     try:
@@ -217,6 +217,10 @@ def render_llama_bench(path: Path) -> str:
              f"llama-bench medians: pp512 {fmt(b.get('llama_bench_pp512_median_tps'))} tok/s, "
              f"tg128 {fmt(b.get('llama_bench_tg128_median_tps'))} tok/s, "
              f"tg128 @ d512 {fmt(b.get('llama_bench_tg128_d512_median_tps'))} tok/s", ""]
+    if sizes:
+        p, g, r = sizes.split(",")
+        lines[:0] = [f"Rehearsal sizes: {p} prompt tokens, {g} generated, {r} repetitions on both sides "
+                     f"(named pp512 / tg128 below).", ""]
     rows = []
     for path_ in b.get("timing_paths", []):
         for name in ("prefill", "decode_engine", "decode_sampling", "decode_engine_vs_d0", "decode_sampling_vs_d0"):
@@ -224,7 +228,7 @@ def render_llama_bench(path: Path) -> str:
             if r is None:
                 continue
             lo, hi = (b.get(f"{path_}_{name}_ratio_ci95") or [None, None])[:2]
-            ci = f"[{fmt(lo, 3)}, {fmt(hi, 3)}]" if lo is not None and hi is not None else DASH
+            ci = f"[{fmt(lo, 3)}, {fmt(hi, 3)}]" if DASH not in (fmt(lo, 3), fmt(hi, 3)) else DASH
             rows.append([path_, name, fmt(b.get(f"{path_}_{name}_median_tps")), fmt(r, 3), ci,
                          " ".join(fmt(x, 3) for x in b.get(f"{path_}_{name}_ratio_per_round") or [])])
     lines.append(table(["timing path", "ratio", "harness tok/s (median)", "harness / llama-bench", "95% CI",
@@ -280,7 +284,7 @@ def render(scratch: Path) -> str:
     bad = [s["step"] for s in steps if s["status"] != "ok"]
     gpu_names = sorted({p["gpu"] for p in points if p["gpu"]})
     title = machine.get("gpu", DASH).split(",")[0]
-    head = [f"# GPU check: {title}" + (" (rehearsal: CPU build, fake NVML)" if mode == "rehearse" else ""), "",
+    head = [f"# GPU check: {title}" + (" (rehearsal: a CPU build, the fake NVML)" if mode == "rehearse" else ""), "",
             f"Started {run.get('started', DASH)}; {elapsed} until this summary, budget {run.get('budget_s', DASH)} s. "
             + ("Every step ok." if not bad else f"**Not ok: {', '.join(bad)}.**"), ""]
     engine = next((s["note"] for s in steps if s["step"] == "build"), DASH)
@@ -301,7 +305,7 @@ def render(scratch: Path) -> str:
                     "(every 100 ms). Fan: null where the board has no fan reading, with NVML's answer.", "",
                     render_sweep(points), "",
                     "## VRAM: estimate vs measured", "", render_vram(points), "",
-                    "## harness / llama-bench", "", render_llama_bench(scratch / "llama_bench.json"), "",
+                    "## harness / llama-bench", "", render_llama_bench(scratch / "llama_bench.json", run.get("lb_sizes")), "",
                     "## GPU tests", "", render_tests(scratch / "gpu_tests.xml"), ""]
     fails = render_failures(steps, scratch / "logs")
     if fails:
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = a.out.with_name(f".tmp-{os.getpid()}-{a.out.name}")
     tmp.write_text(text)
     os.replace(tmp, a.out)
-    print(f"note: {a.out}")
+    print(f"gpu_check: {a.out}")
     return 0
 
 
