@@ -117,8 +117,9 @@ step_probe() {
         q=$(nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,power.limit --format=csv,noheader) \
             || { echo "nvidia-smi --query-gpu failed"; return 1; }
         echo "gpu: $q"
-        local cap
-        cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d ' .')
+        local cap_raw cap
+        cap_raw=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d ' ')
+        cap=${cap_raw//./}
         [[ "$cap" =~ ^[0-9]+$ ]] || { echo "cannot read the compute capability ('$cap')"; return 1; }
         {
             echo "gpu=$(echo "$q" | head -n 1)"
@@ -128,7 +129,7 @@ step_probe() {
         local nvcc
         nvcc=$( (command -v nvcc || ls /usr/local/cuda/bin/nvcc) 2>/dev/null | head -n 1)
         [[ -n "$nvcc" ]] && "$nvcc" --version | tail -n 2
-        echo "gpu_check: $(echo "$q" | head -n 1), compute capability $cap"
+        echo "gpu_check: $(echo "$q" | head -n 1 | cut -d, -f1), compute capability $cap_raw"
     else
         echo "gpu=NVIDIA H200" >> "$GC_SCRATCH/machine.env"
         echo "gpu_check: rehearsal on $(nproc) CPUs, no GPU"
