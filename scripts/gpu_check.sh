@@ -339,6 +339,8 @@ step_build() {
         arch=$(sed -n 's/^cuda_arch=//p' "$GC_SCRATCH/machine.env" 2>/dev/null)
         local cuda
         cuda=$(cuda_args) || return 1
+        # the linker follows libggml-cuda's needs (cuBLAS, the CUDA runtime) when it links llama-bench
+        source "$GC_SCRATCH/cuda.env"
         mapfile -t -O "${#args[@]}" args <<< "$cuda"
         args+=(-DCMAKE_CUDA_ARCHITECTURES="${arch:+$arch-real}")
         [[ -n "$arch" ]] || args[-1]=-DCMAKE_CUDA_ARCHITECTURES=native
