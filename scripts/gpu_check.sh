@@ -640,6 +640,10 @@ run_step() {
     fi
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$secs" "$budget" "$note" >> "$STEPS"
     append_log "$name"
+    # the summary so far, so that a run stopped from outside still leaves one
+    [[ "$name" == summary ]] || PYTHONSAFEPATH=1 PYTHONPATH="$GC_SITE:$GC_ENGINE_SITE" \
+        HARNESS_CACHE="$GC_SCRATCH/harness-cache" timeout 20 "$GC_PY" "$ROOT/scripts/gpu_check_report.py" \
+        --scratch "$GC_SCRATCH" --out "$GC_OUT/gpu_check.md" >/dev/null 2>&1
     say "[$(elapsed "$T0") s] $name: $status in $secs s${note:+ ($note)}"
     if [[ "$status" != ok ]]; then
         echo "----- last lines of $name's log:"
