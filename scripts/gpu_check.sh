@@ -26,7 +26,8 @@
 #   scripts/gpu_check.sh              on the GPU machine (python3 = its Python 3.12)
 #   scripts/gpu_check.sh --rehearse   the same steps on a CPU machine: a CPU build, .venv's Python
 #                                     with the kit's wheels for it, the fake NVML (tests/fakes/)
-#                                     describing an H200 for the sweep, a smaller sweep
+#                                     describing an H200 for the sweep; a smaller sweep and
+#                                     llama-bench comparison (scripts/gpu_check_pytest.py)
 #
 #   OUT=DIR                where the summary, archive and log go (default ./gpu-check-out)
 #   GPU_KIT_DIR=DIR        the kit (default ./gpu-kit)
