@@ -34,6 +34,15 @@ def run_harness(*args: str, cwd: Path, env: dict | None = None, timeout: float =
                           capture_output=True, text=True, timeout=timeout)
 
 
+def one_error_line(r) -> str:
+    """The single non-empty stderr line of a refused command (exit 2, no traceback)."""
+    assert r.returncode == 2, (r.returncode, r.stdout[-1000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
 @pytest.fixture
 def harness_cli():
     return run_harness

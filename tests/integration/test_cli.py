@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import TINY, one_error_line
 
 
 def test_help_does_not_import_the_engine_or_hydra():
@@ -158,15 +158,6 @@ def test_doctor_prints_readable_lines_not_python_objects(harness_cli, tmp_path):
     assert first.startswith("harness ") and ("git " in first or "not a git checkout" in first)
 
 
-def _one_error_line(r) -> str:
-    """The single non-empty stderr line of a refused command (exit 2, no traceback)."""
-    assert r.returncode == 2, (r.returncode, r.stdout[-1000:], r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    return lines[0]
-
-
 RUNTIME_KEYS = "keys of runtime: n_gpu_layers, n_ctx, n_batch"
 MODELS = "available: gemma3_12b, gemma3_1b, gemma3_270m, gemma3_27b, gemma3_4b, smollm2_135m"
 
@@ -188,7 +179,7 @@ UNCOMPOSABLE = [
 @pytest.mark.parametrize("args,start", UNCOMPOSABLE, ids=[" ".join(a) for a, _ in UNCOMPOSABLE])
 def test_unknown_key_or_option_is_one_line_and_exit_2(args, start, tmp_path, harness_cli):
     r = harness_cli("run", *args, *TINY, f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
-    assert _one_error_line(r).startswith(start)
+    assert one_error_line(r).startswith(start)
     assert not (tmp_path / "res").exists()  # refused before Hydra made a folder, let alone measured
 
 
@@ -204,7 +195,7 @@ def test_results_dir_under_a_file_is_one_line_and_exit_2(sweep, tmp_path, harnes
     blocker = tmp_path / "somefile"
     blocker.write_text("not a folder\n")
     r = harness_cli("run", *sweep, *TINY, f"results_dir={blocker / 'x'}", cwd=tmp_path)
-    line = _one_error_line(r)
+    line = one_error_line(r)
     assert line.startswith(f"error: results_dir: cannot hold results ({blocker} is a file, not a directory)")
     assert str(blocker / "x") in line
     assert blocker.read_text() == "not a folder\n"
@@ -246,7 +237,7 @@ def test_read_only_results_dir_is_one_line_and_exit_2(sweep):
         r = subprocess.run([*prefix, sys.executable, "-m", "harness", "run", *sweep, *TINY,
                             f"results_dir={ro / 'x'}"], capture_output=True, text=True, cwd=base, env=env,
                            timeout=120)
-        line = _one_error_line(r)
+        line = one_error_line(r)
         assert line.startswith(f"error: results_dir: cannot hold results ({ro} is not writable: permission denied)")
         assert not list(base.rglob("run.json"))
     finally:
@@ -268,7 +259,7 @@ def test_bad_experiment_overrides_are_one_line_and_exit_2(args, start, tmp_path,
     args = [a.format(blocker=blocker) for a in args]
     r = harness_cli("experiment", "concurrent_agents", f"results_dir={tmp_path / 'res'}", *args,
                     "experiment.repetitions=1", "experiment.k=[1]", cwd=tmp_path)
-    assert _one_error_line(r).startswith(start.format(blocker=blocker))
+    assert one_error_line(r).startswith(start.format(blocker=blocker))
     assert not list(tmp_path.rglob("run.json")) and not list(tmp_path.rglob("experiment.json"))
 
 
@@ -285,7 +276,7 @@ def test_bad_agent_overrides_are_one_line_and_exit_2(args, start, tmp_path, harn
     results = tmp_path / "results"
     results.mkdir()
     r = harness_cli("agent", str(results), "--out", str(tmp_path / "out"), *args, cwd=tmp_path)
-    assert _one_error_line(r).startswith(start)
+    assert one_error_line(r).startswith(start)
     assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("run.json"))
 
 

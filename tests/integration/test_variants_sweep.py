@@ -9,7 +9,7 @@ import csv
 import time
 
 import pytest
-from conftest import ROOT, load_schema, run_records
+from conftest import ROOT, load_schema, one_error_line, run_records
 from omegaconf import OmegaConf
 
 from harness.config import validate
@@ -29,14 +29,6 @@ def test_variants_preset_sweeps_the_two_real_models():
     assert names == set(MODELS)
 
 
-def _one_error_line(r) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout[-1000:], r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("args,expected", [
     (["model.weights=fake"], "error: model.weights: must be one of real|twin, got 'fake'"),
     (["-m", "model=gemma3_270m,smollm2_135m", "model.twin_seed=-1"],
@@ -47,7 +39,7 @@ def test_weights_refusals_are_one_line_before_anything_is_made(args, expected, t
     cache = tmp_path / "cache"
     r = harness_cli("run", *args, "workload.max_tokens=8", f"results_dir={tmp_path / 'res'}", cwd=tmp_path,
                     env={"HARNESS_CACHE": str(cache), "HARNESS_MODELS": ""})
-    line = _one_error_line(r)
+    line = one_error_line(r)
     assert line.startswith(expected), line
     if "not found" in expected:  # never a twin in its place, but the message says how to ask for one
         assert "or benchmark its shape with model.weights=twin" in line
@@ -60,7 +52,7 @@ def test_narrator_twin_is_refused_in_one_line(tmp_path, harness_cli):
     (res / "s" / "job" / "run.json").write_text((ROOT / "tests/data/run_v1.json").read_text())
     r = harness_cli("agent", str(res / "s"), "model.weights=twin", cwd=tmp_path,
                     env={"HARNESS_CACHE": str(tmp_path / "cache")})
-    line = _one_error_line(r)
+    line = one_error_line(r)
     assert line.startswith("error: model.weights: must be real for the narrative"), line
     assert not (tmp_path / "cache" / "twins").exists()
 
