@@ -53,7 +53,7 @@ def test_native_vs_python(benchmark, model_path):
 
     from harness import devicelock
     from harness.engine import native
-    from harness.experiments.ratios import ratio_rows
+    from sidebyside import ratios_into
 
     st = native.status()
     if not st.usable:
@@ -86,22 +86,11 @@ def test_native_vs_python(benchmark, model_path):
                    "decode_llama_tps": [r.engine_n_eval / (r.engine_eval_ms / 1e3) if r.engine_eval_ms else None
                                         for r in p.raws],
                    "prefill_tps": [x.prefill_tps for x in m], "sampling_ms": [x.sampling_ms for x in m]}
-    rows = ratio_rows(side["python"], side["native"], [metric for _, metric in METRICS])
     info = benchmark.extra_info
     info.update(rounds=ROUNDS, loadavg_start=list(load[0]), loadavg_end=list(load[-1]), timing_path_native=st.reason)
     lines = [f"\nnative / python, {ROUNDS} interleaved rounds (ABBA), one engine worker; "
              f"load average {load[0][0]:.2f} -> {load[-1][0]:.2f} (1 min), {load[-1][1]:.2f} (5 min)"]
-    for name, metric in METRICS:
-        row = rows.get(metric)
-        if row is None:
-            continue
-        ci = [row["ratio_ci95_low"], row["ratio_ci95_high"]]
-        info[f"{name}_ratio"] = row["ratio"]
-        info[f"{name}_ratio_ci95"] = ci
-        info[f"{name}_python_mean"], info[f"{name}_native_mean"] = row["mean_a"], row["mean_b"]
-        for k in side:
-            info[f"{name}_{k}"] = side[k][metric]
-        ci_txt = "[?]" if None in ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+    for name, row, ci, ci_txt in ratios_into(info, side, "python", "native", METRICS):
         lines.append(f"  {name:<14} python {row['mean_a']:9.3f}  native {row['mean_b']:9.3f}  "
                      f"ratio {row['ratio']:.3f} {ci_txt}")
     print("\n".join(lines))

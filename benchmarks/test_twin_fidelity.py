@@ -50,7 +50,7 @@ def _point(name: str, model_path) -> Point:
 
 def test_twin_fidelity(benchmark, model_path, tmp_path_factory):
     from harness import devicelock
-    from harness.experiments.ratios import ratio_rows
+    from sidebyside import ratios_into
     from harness.twin import make_twin, twin_marker
 
     twin_path = tmp_path_factory.mktemp("twin") / "gemma3_270m-twin.gguf"
@@ -83,26 +83,15 @@ def test_twin_fidelity(benchmark, model_path, tmp_path_factory):
                    "decode_llama_tps": [r.engine_n_eval / (r.engine_eval_ms / 1e3) if r.engine_eval_ms else None
                                         for r in p.raws],
                    "prefill_tps": [x.metrics.prefill_tps for x in p.repetitions]}
-    rows = ratio_rows(side["real"], side["twin"], [metric for _, metric in METRICS])
     info = benchmark.extra_info
     info.update(rounds=ROUNDS, loadavg_start=list(load[0]), loadavg_end=list(load[-1]), target=TARGET,
                 twin_seconds=made["seconds"], twin_tensor_types=made["tensor_types"],
                 timing_path=points["real"].timing)
     lines = [f"\ntwin / real (gemma3_270m, twin from the real header), {ROUNDS} interleaved rounds (ABBA), "
              f"timing path {points['real'].timing}; load average {load[0][0]:.2f} -> {load[-1][0]:.2f} (1 min)"]
-    for name, metric in METRICS:
-        row = rows.get(metric)
-        if row is None:
-            continue
-        ci = [row["ratio_ci95_low"], row["ratio_ci95_high"]]
-        info[f"{name}_ratio"] = row["ratio"]
-        info[f"{name}_ratio_ci95"] = ci
-        info[f"{name}_real_mean"], info[f"{name}_twin_mean"] = row["mean_a"], row["mean_b"]
-        for k in side:
-            info[f"{name}_{k}"] = side[k][metric]
+    for name, row, ci, ci_txt in ratios_into(info, side, "real", "twin", METRICS):
         within = None not in ci and 1 - TARGET <= ci[0] and ci[1] <= 1 + TARGET
         info[f"{name}_within_target"] = within
-        ci_txt = "[?]" if None in ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
         lines.append(f"  {name:<13} real {row['mean_a']:9.2f}  twin {row['mean_b']:9.2f}  ratio {row['ratio']:.3f} "
                      f"{ci_txt}  {'within' if within else 'NOT within'} +-{TARGET:.0%}")
     print("\n".join(lines))
