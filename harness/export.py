@@ -6,6 +6,12 @@
 - "llama-bench-json" | "-jsonl" | "-csv" | "-sql": llama-bench's printers (formats.llamabench.dump),
   readable by llama.cpp's scripts/compare-llama-bench.py.
 
+Every format carries the whole sample table, so analysing an export gives the configurations and
+statistics of the folders it came from: csv and parquet are that table (read back by
+formats.tidy); the others carry each run's rows in a `harness` field beside what the tool itself
+reads (formats.embedded): in each llama-bench test, in each benchmark's extra_info, and for runs
+without an ok sample (no benchmark of their own) at the top of the pytest-benchmark document.
+
 Returns data; writing it anywhere is the caller's job.
 """
 
@@ -19,7 +25,7 @@ from bisect import bisect_left, bisect_right
 from datetime import datetime, timezone
 
 from . import registry
-from .analysis.formats import llamabench
+from .analysis.formats import embedded, llamabench
 
 FORMATS = ("csv", "parquet", "pytest-benchmark", "llama-bench-json", "llama-bench-jsonl", "llama-bench-csv",
            "llama-bench-sql")
@@ -122,11 +128,12 @@ def pytest_benchmark(df) -> dict:
     """The pytest-benchmark JSON document of a tidy frame. One benchmark per run_id that has at
     least one ok sample with a time; failed samples are left out of the stats and counted in
     extra_info.n_failed."""
-    benchmarks, seen = [], set()
+    benchmarks, seen, orphans = [], set(), []
     for run_id, run in df.groupby(df["run_id"].fillna(""), sort=False, dropna=False):
         ok = run[run["status"] == "ok"]
         timed = next((m for m in TIMED_METRICS if ok[m].notna().any()), None)
         if timed is None:
+            orphans.append(run)
             continue
         data = [float(x) / 1e3 for x in ok[timed].dropna()]
         model, workload, job = (_first(run, c) for c in ("model", "workload", "job"))
@@ -147,6 +154,7 @@ def pytest_benchmark(df) -> dict:
             # token-weighted decode rate: sum(tokens - 1) / sum(decode s)
             "decode_tps_weighted": (float(n_tokens[both].sum() / decode_s[both].sum()) if both.any() else None),
             **{c: _whole(_first(run, c)) if c in _PARAMS else _first(run, c) for c in RUN_VALUES},
+            embedded.KEY: embedded.pack([run]),
         }
         params = {c: _whole(_first(run, c)) for c in _PARAMS if _first(run, c) is not None}
         benchmarks.append({
@@ -162,7 +170,7 @@ def pytest_benchmark(df) -> dict:
         })
     hardware = sorted({str(x) for x in df["hardware"].dropna()})
     started = sorted(str(x) for x in df["started_at"].dropna())
-    return {
+    doc = {
         "machine_info": {
             "node": None, "processor": hardware[0].split(" | ")[0] if hardware else None, "machine": None,
             "python_compiler": None, "python_implementation": None, "python_implementation_version": None,
@@ -176,3 +184,6 @@ def pytest_benchmark(df) -> dict:
         "datetime": started[-1] if started else datetime.now(timezone.utc).isoformat(),
         "version": PYTEST_BENCHMARK_VERSION,
     }
+    if orphans:
+        doc[embedded.KEY] = embedded.pack(orphans)
+    return doc

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .. import registry
 from ..fields import twin_label
+from .formats.llamabench_desc import model_desc
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("hardware", "str", "group", "CPU model + GPU name(s) (not the host name: identical machines pool), e.g. 'AMD EPYC | NVIDIA H100'"),
     Column("model", "str", "group", "model name or file name; a performance twin's is marked, e.g. 'gemma3_1b (twin)'"),
     Column("model_sha256", "str", "group", "model file hash when known"),
+    Column("model_desc", "str", "meta", "the model as llama.cpp describes it (llama_model_desc: architecture, "
+           "size class, file type), e.g. 'gemma3 270M Q4_K - Medium'"),
     Column("engine", "str", "group", "engine and build, e.g. 'llama-cpp-python 0.3.36 cpu'"),
     # the model's weights: real, or a performance twin's (synthetic: the real shape's speed, no text)
     Column("weights", "str", "meta", "real | twin (a performance twin: synthetic weights); empty when unknown"),
@@ -144,6 +147,7 @@ def rows_from_record(rec: dict, source_file: str) -> list[dict]:
         "sweep": rec.get("sweep_name"), "job": rec.get("job_name"), "started_at": rec.get("started_at"),
         "hardware": hardware, "model": twin_label(name) if twin else name,
         "model_sha256": pmodel.get("sha256"),
+        "model_desc": model_desc(pmodel.get("architecture"), pmodel.get("n_layers"), pmodel.get("file_type")),
         "weights": pmodel.get("weights") or ("twin" if twin else "real" if pmodel else None),
         "twin_of": pmodel.get("twin_of") if twin else None,
         "weight_bytes": (rec.get("roofline") or {}).get("bytes_per_token_min") or pmodel.get("tensor_data_bytes"),

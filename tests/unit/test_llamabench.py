@@ -10,9 +10,11 @@ import sqlite3
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.analysis import table
+from harness.analysis.formats import embedded
 from harness.analysis.formats import llamabench as lb
 from harness.analysis.formats import llamabench_sql
 
@@ -264,8 +266,9 @@ def test_sql_quoting_semicolons_and_comments_inside_values():
 
 @pytest.mark.parametrize("fmt", lb.FORMATS)
 def test_dump_then_rows_round_trips_our_run(run_frame, fmt):
-    text = lb.dump(run_frame, fmt)
-    assert lb.sniff(text) == fmt
+    # what llama.cpp's readers see: llama-bench's fields only, no harness field
+    text = lb.dump(run_frame, fmt, carry=False)
+    assert lb.sniff(text) == fmt and embedded.KEY not in text
     rows = lb.rows(text, fmt, "export")
     ours = run_frame[run_frame["status"] == "ok"]
     pp = [r for r in rows if r["prefill_tps"] is not None]
@@ -279,16 +282,32 @@ def test_dump_then_rows_round_trips_our_run(run_frame, fmt):
     assert {r["n_gpu_layers"] for r in rows} == {str(int(ours["n_gpu_layers_effective"].iloc[0]))} == {"0"}
     assert {r["n_prompt_tokens"] for r in pp} == {int(ours["n_prompt_tokens"].iloc[0])} == {31}
     assert {r["n_gen_tokens"] for r in tg} == {int(ours["n_gen_tokens"].iloc[0])} == {8}
-    assert {r["engine"] for r in rows} == set(ours["engine"])
+    # llama-cpp-python 0.3.36 vendors llama.cpp 0c1e57098; a CPU build
+    assert {r["engine"] for r in rows} == {"llama.cpp 0c1e57098 CPU"}
     assert {r["hardware"] for r in rows} == set(ours["hardware"])
     assert {r["model"] for r in rows} == set(ours["model"])
-    assert {r["workload"] for r in rows} == {"pp31", "tg7"}
+    assert {r["model_desc"] for r in rows} == {
+        "gemma3 270M Q4_K - Medium [n_ctx=2048 temperature=0.8 top_p=0.95 top_k=40 min_p=0.05 "
+        "repeat_penalty=1 timing=python]"}
+    # the decode test follows the 31-token prompt: llama-bench's tg7 at depth 31
+    assert {r["workload"] for r in rows} == {"pp31", "tg7 @ d31"}
 
 
-def test_all_dump_formats_read_back_identically(run_frame):
-    got = {f: without(lb.rows(lb.dump(run_frame, f), f, "export"), "source_format") for f in lb.FORMATS}
+@pytest.mark.parametrize("fmt", lb.FORMATS)
+def test_dump_carries_every_row_of_the_run(run_frame, fmt):
+    text = lb.dump(run_frame, fmt)
+    assert lb.sniff(text) == fmt
+    back = table.frame(lb.rows(text, fmt, "export"))
+    assert set(back["source_format"]) == {fmt} and set(back["source_file"]) == {"export"}
+    drop = ["source_format", "source_file"]
+    pd.testing.assert_frame_equal(back.drop(columns=drop), run_frame.drop(columns=drop))
+
+
+@pytest.mark.parametrize("carry", [False, True])
+def test_all_dump_formats_read_back_identically(run_frame, carry):
+    got = {f: without(lb.rows(lb.dump(run_frame, f, carry), f, "export"), "source_format") for f in lb.FORMATS}
     first = got["llama-bench-json"]
-    assert len(first) == 4
+    assert len(first) == (2 if carry else 4)  # our two samples, or llama-bench's pp and tg tests of them
     for f, rows in got.items():
         assert rows == first, f
 
@@ -312,20 +331,37 @@ def test_dump_statistics_follow_llama_bench(run_frame):
         assert t["stddev_ns"] == int(statistics.stdev(t["samples_ns"]))
         assert all(isinstance(x, int) for x in t["samples_ns"])
     assert (pp["n_prompt"], pp["n_gen"], tg["n_prompt"], tg["n_gen"]) == (31, 0, 0, 7)
-    assert pp["test_time"] == "2026-11-26T01:03:52Z" and pp["build_commit"] == "llama-cpp-python 0.3.36 cpu python"
+    assert (pp["n_depth"], tg["n_depth"]) == (0, 31)
+    assert pp["test_time"] == "2026-11-26T01:03:52Z" and pp["build_commit"] == tg["build_commit"] == "0c1e57098"
+    assert pp["model_type"].startswith("gemma3 270M Q4_K - Medium [n_ctx=2048 temperature=0.8 ")
     one = lb.tests(run_frame.iloc[:1])
     assert [t["stddev_ts"] for t in one] == [0.0, 0.0] and [t["stddev_ns"] for t in one] == [0, 0]
 
 
-def test_dump_leaves_failed_samples_out(run_frame):
+def test_dump_leaves_failed_samples_out_of_the_tests_but_carries_them(run_frame):
     df = run_frame.copy()
     df.loc[0, "status"] = "failed"
     tests = lb.tests(df)
     assert [len(t["samples_ts"]) for t in tests] == [1, 1]
     assert tests[0]["samples_ts"] == [pytest.approx(run_frame["prefill_tps"].iloc[1])]
-    df["status"] = "failed"
-    assert lb.tests(df) == []
-    assert json.loads(lb.dump(df, "json")) == []
+    back = table.frame(lb.rows(lb.dump(df, "llama-bench-json"), "llama-bench-json", "x"))
+    assert back["status"].tolist() == ["failed", "ok"]
+
+
+def test_runs_without_an_ok_sample_ride_in_the_first_test(run_frame):
+    failed = run_frame.copy()
+    failed["run_id"], failed["status"], failed["error"] = "f" * 32, "failed", "load failed"
+    both = pd.concat([run_frame, failed], ignore_index=True)
+    tests = lb.tests(both)
+    assert len(tests) == 2  # the failed run has no test of its own...
+    back = table.frame(lb.rows(lb.dump(both, "llama-bench-csv"), "llama-bench-csv", "x"))
+    assert (back["status"] == "failed").sum() == 2 and set(back["error"].dropna()) == {"load failed"}
+    # ...and an export of failed runs only is one test without samples, as llama-bench has none
+    (only,) = lb.tests(failed.iloc[:1])
+    assert only["samples_ts"] == [] and only["avg_ts"] == 0.0 and only["avg_ns"] == 0
+    assert json.loads(lb.dump(failed.iloc[:1], "json", carry=False))[0]["avg_ts"] == 0.0
+    rows = lb.rows(lb.dump(failed.iloc[:1], "json"), "llama-bench-json", "x")
+    assert [r["status"] for r in rows] == ["failed"] and rows[0]["error"] == "load failed"
 
 
 def test_dump_writes_the_one_field_list_in_every_format(run_frame):

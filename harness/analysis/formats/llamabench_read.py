@@ -2,7 +2,8 @@
 
 Which printer wrote a text is decided by content (`sniff`); `rows` maps each test to samples as
 `formats.llamabench` describes (pp, tg and pp+tg tests; one row from the averages when a printer
-wrote no samples arrays).
+wrote no samples arrays). A test that carries its run's own rows in a `harness` field (our
+exports, `formats.embedded`) gives those rows instead, each run once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import re
 
 from .. import table
-from . import llamabench_sql
+from . import embedded, llamabench_sql
 from .llamabench_spec import FORMATS, REQUIRED, SQL_TABLES_READ
 
 
@@ -62,9 +63,16 @@ def rows(text: str, fmt: str, source_file: str) -> list[dict]:
     records = {"llama-bench-json": _json_records, "llama-bench-jsonl": _jsonl_records,
                "llama-bench-csv": _csv_records, "llama-bench-sql": llamabench_sql.records}[fmt](text)
     out: list[dict] = []
+    seen = embedded.Seen()
     for i, rec in enumerate(records):
         try:
-            out.extend(_test_rows(rec, i, fmt, source_file))
+            carried = rec.get(embedded.KEY)
+            if isinstance(carried, str):
+                carried = json.loads(carried) if carried.strip() else None
+            if carried is not None:
+                out.extend(embedded.unpack(carried, fmt, source_file, seen))
+            else:
+                out.extend(_test_rows(rec, i, fmt, source_file))
         except (TypeError, ValueError, OverflowError) as e:
             raise ValueError(f"llama-bench test {i} of {source_file}: {e}") from None
     return out
@@ -174,6 +182,7 @@ def _test_rows(rec: dict, index: int, fmt: str, source_file: str) -> list[dict]:
         "started_at": _str(rec.get("test_time")),
         "hardware": " | ".join(x for x in (_str(rec.get("cpu_info")), _str(rec.get("gpu_info"))) if x) or None,
         "model": re.split(r"[\\/]", model_file)[-1] if model_file else None,
+        "model_desc": _str(rec.get("model_type")),
         "engine": engine_of(rec),
         "n_gpu_layers": None if ngl is None else str(ngl), "n_ctx": n_prompt + n_gen + n_depth,
         "n_ctx_effective": n_prompt + n_gen + n_depth, "n_batch": params["b"], "n_ubatch": params["ub"],

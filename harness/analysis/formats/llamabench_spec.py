@@ -2,7 +2,9 @@
 
 The field list is llama-bench's `test::get_fields()` (ggml-org/llama.cpp tools/llama-bench/
 llama-bench.cpp) with its `get_field_type()`, in printed order, then the two arrays its json
-printers append: one list for every reader and writer, so they cannot drift apart.
+printers append, then ours: `harness`, the run's own tidy rows (`formats.embedded`), which
+llama.cpp's readers ignore and ours read back, so an export loses nothing. One list for every
+reader and writer, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ SPEC: tuple[tuple[str, str], ...] = (
     ("no_op_offload", "int"), ("no_host", "bool"), ("fit_target", "int"), ("fit_min_ctx", "int"),
     ("n_prompt", "int"), ("n_gen", "int"), ("n_depth", "int"), ("test_time", "str"),
     ("avg_ns", "int"), ("stddev_ns", "int"), ("avg_ts", "float"), ("stddev_ts", "float"),
-    ("samples_ns", "samples"), ("samples_ts", "samples"),
+    ("samples_ns", "samples"), ("samples_ts", "samples"), ("harness", "json"),
 )
 FIELDS: tuple[str, ...] = tuple(name for name, _ in SPEC)
 FIELD_TYPES: dict[str, str] = dict(SPEC)
@@ -28,7 +30,7 @@ REQUIRED = ("model_filename", "n_prompt", "n_gen", "avg_ts")  # what sniff() ins
 FORMATS = ("llama-bench-json", "llama-bench-jsonl", "llama-bench-csv", "llama-bench-sql")
 SQL_TABLE = "llama_bench"  # what we write (current llama-bench, and what compare-llama-bench.py reads)
 SQL_TABLES_READ = ("llama_bench", "test")  # `test`: llama-bench builds before the rename
-SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "bool": "INTEGER", "float": "REAL", "samples": "TEXT"}
+SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "bool": "INTEGER", "float": "REAL", "samples": "TEXT", "json": "TEXT"}
 
 # Written for configuration the tidy table does not carry: llama-bench's own defaults.
 DEFAULTS = {"cpu_mask": "0x0", "cpu_strict": False, "poll": 50, "n_cpu_moe": 0, "split_mode": "layer",
