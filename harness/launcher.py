@@ -115,3 +115,12 @@ def register() -> None:
 
     sys.modules.setdefault(PLUGIN_MODULE, sys.modules[__name__])  # so Hydra's instantiate finds it by that name
     Plugins.instance().register(RoundsLauncher)
+    try:  # the Slurm launcher needs the cluster extra (hydra-submitit-launcher)
+        from . import slurm
+    except ImportError:
+        return
+    for name, cls in slurm.plugin_names().items():
+        # Its class keeps its own module (the jobs unpickle it from there); Hydra finds it by the
+        # name the preset gives (conf/hydra/launcher/slurm.yaml).
+        Plugins.instance().register(cls)
+        Plugins.instance().class_name_to_class[name] = cls
