@@ -8,6 +8,7 @@ unpickled, evaluated or loaded as YAML: this module hands back bytes, text and J
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import stat
@@ -18,6 +19,12 @@ from typing import Any
 import orjson
 
 MAX_FILE_BYTES = 200 * 2**20
+#: The cap for what is parsed whole (a JSON document, SQL, text): parsing builds the whole tree in
+#: memory, ~20x the file's size for JSON. Larger CSV and JSON Lines files are streamed row by row up
+#: to max_file_bytes.
+MAX_DOCUMENT_BYTES = 32 * 2**20
+#: Bytes read first to decide a file's format and encoding.
+HEAD_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 64
 DERIVED_FILES = frozenset({"runs.csv", "runs.parquet", "sweep.json", "multirun.yaml", "tokens.csv",
                            "telemetry.csv", "engine_load.log", "run.log"})
@@ -147,6 +154,72 @@ def read_bytes(path: str, limit: int) -> bytes:
         raise Skip(f"larger than max_file_bytes (> {limit} bytes)")
     data = parts[0] if len(parts) == 1 else b"".join(parts)
     return data
+
+
+class Bounded(io.RawIOBase):
+    """A read-only file that refuses to read past `limit` bytes (it may grow while read): reading
+    beyond raises Skip. Owns the descriptor it was given."""
+
+    def __init__(self, fd: int, limit: int):
+        self.fd, self.limit, self.total = fd, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = os.readv(self.fd, [b])
+        self.total += n
+        if self.total > self.limit:
+            raise Skip(f"larger than max_file_bytes (> {self.limit} bytes)")
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+def open_bounded(path: str, limit: int) -> tuple[Bounded, int]:
+    """(reader, size) of a regular file opened without following a symlink, read at most up to
+    `limit` bytes; Skip for what cannot be read (as read_bytes)."""
+    try:
+        fd = os.open(path, _O_FLAGS)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise Skip("symlink not followed") from None
+        raise Skip(os_reason(e)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Skip("not a regular file")
+        if st.st_size > limit:
+            raise Skip(f"larger than max_file_bytes ({st.st_size} > {limit} bytes)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return Bounded(fd, limit), st.st_size
+
+
+def check_head(head: bytes) -> int:
+    """Skip for the start of a file that is not UTF-8 text (see decode); else the offset of its
+    text (3 after a UTF-8 BOM)."""
+    if not head:
+        raise Skip("empty file")
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        raise Skip("not UTF-8 (UTF-32 BOM)")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise Skip("not UTF-8 (UTF-16 BOM)")
+    start = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    body = head[start:8192 + start]
+    if b"\x00" in body:
+        if len(body) >= 8 and not any(body[1::2][:64]):
+            raise Skip("not UTF-8 (looks like UTF-16 LE without BOM)")
+        if len(body) >= 8 and not any(body[0::2][:64]):
+            raise Skip("not UTF-8 (looks like UTF-16 BE without BOM)")
+        raise Skip("binary file")
+    if not head[start:].strip():
+        raise Skip("empty file (whitespace only)")
+    return start
 
 
 # --- decoding -------------------------------------------------------------------------------------------

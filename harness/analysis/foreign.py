@@ -1,39 +1,31 @@
-"""Rows of the foreign formats other than llama-bench (that one is `formats.llamabench`): the CSVs
-and API responses of Ollama-style tools, and pytest-benchmark's saved JSON, mapped to the columns
-of the tidy sample table in our metric names and units (seconds and nanoseconds become ms).
+"""Rows of Ollama API responses and pytest-benchmark's saved JSON, mapped to the columns of the
+tidy sample table in our metric names and units (nanoseconds and seconds become ms), and the small
+helpers every foreign reader shares (num, label, synthetic_id). Tables of any tool, the older
+Ollama tool's CSVs among them, are read by meaning (`bymeaning`); other tools' formats live in
+`formats/`.
 
 A pytest-benchmark benchmark made by the `harness_bench` fixture has one row per timed round: its
 per-round values from extra_info["samples"] (decode_tps, prefill_tps, ttft_ms, e2e_ms), and its
 parameters, model, hardware and engine from the run record in extra_info["record"]. Other
 benchmarks have one row per entry of stats.data (seconds per round, as e2e_ms), else one
-pre-averaged row.
+aggregate (stats.mean of stats.rounds rounds: not a sample).
 
 Values are taken as the file states them; `normalise` then decides what is data.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import math
 from collections import Counter
 from typing import Any
 
 from . import table
+from .reading import claim
 
 PROMPT_LABEL_CHARS = 80
 #: The keys every timed Ollama API response has.
 OLLAMA_API_KEYS = frozenset({"total_duration", "eval_count", "eval_duration"})
-#: Header -> source_format of the CSVs Ollama-style benchmark scripts write.
-OLLAMA_CSV = {
-    ("prompt", "ttft_s", "tokens_s", "load_s", "prompt_eval_s", "eval_s", "eval_count", "response_chars",
-     "error"): "ollama-calls",
-    ("num_gpu", "num_ctx", "temperature", "config_name", "ttft_s", "tokens_s", "load_s", "prompt_eval_s", "eval_s",
-     "eval_count", "error"): "ollama-config-calls",
-    ("config_name", "num_gpu", "num_ctx", "temperature", "mean_tokens_s", "mean_ttft_s", "mean_load_s"):
-        "ollama-summary",
-}
 _PARAM_ALIASES = {"num_gpu": "n_gpu_layers", "num_ctx": "n_ctx", "ngl": "n_gpu_layers"}
 #: The per-round lists a harness_bench benchmark keeps in extra_info["samples"] (one value per
 #: timed round, in round order; None where a round has no value).
@@ -92,45 +84,6 @@ def base_row(fmt: str, rel: str, **kw) -> dict:
     return row
 
 
-def ollama_csv_rows(text: str, fmt: str, rel: str) -> tuple[list[dict], str | None]:
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip() for h in next(reader)]
-    out: list[dict] = []
-    reps: Counter = Counter()
-    malformed = 0
-    for fields in reader:
-        if not any(f.strip() for f in fields):
-            continue
-        if len(fields) != len(header):
-            malformed += 1
-            continue
-        r = dict(zip(header, fields))
-        row = base_row(fmt, rel, engine="ollama", job="ollama")
-        if fmt == "ollama-calls":
-            key: Any = r["prompt"]
-            row["workload"] = label(r["prompt"])
-        else:
-            row.update(job=r["config_name"].strip() or None, n_gpu_layers=r["num_gpu"].strip() or None,
-                       n_ctx=num(r["num_ctx"]), temperature=num(r["temperature"]))
-            key = (r["config_name"].strip(), r["num_gpu"].strip(), r["num_ctx"].strip(), r["temperature"].strip())
-        row["run_id"] = synthetic_id(rel, key)
-        if fmt == "ollama-summary":
-            row.update(decode_tps=num(r["mean_tokens_s"]), ttft_ms=scaled(r["mean_ttft_s"], 1e3),
-                       load_ms=scaled(r["mean_load_s"], 1e3))
-        else:
-            row.update(rep=reps[row["run_id"]], ttft_ms=scaled(r["ttft_s"], 1e3), decode_tps=num(r["tokens_s"]),
-                       load_ms=scaled(r["load_s"], 1e3), prompt_eval_ms=scaled(r["prompt_eval_s"], 1e3),
-                       decode_ms=scaled(r["eval_s"], 1e3), n_gen_tokens=num(r["eval_count"]), error=r["error"])
-            reps[row["run_id"]] += 1
-        out.append(row)
-    notes = []
-    if fmt == "ollama-summary":
-        notes.append("pre-averaged values (one mean per config, not samples; rep is empty)")
-    if malformed:
-        notes.append(f"{malformed} malformed rows dropped (wrong number of fields)")
-    return out, "; ".join(notes) or None
-
-
 def ollama_api_rows(objs: list, rel: str) -> tuple[list[dict], str | None]:
     out: list[dict] = []
     reps: Counter = Counter()
@@ -159,13 +112,16 @@ def ollama_api_rows(objs: list, rel: str) -> tuple[list[dict], str | None]:
     return out, (f"{chunks} streamed partial responses without timings ignored" if chunks else None)
 
 
-def pytest_benchmark_rows(doc: dict, rel: str) -> tuple[list[dict], str | None]:
+def pytest_benchmark_rows(doc: dict, rel: str) -> tuple[list[dict], str | None, list[dict]]:
+    """(sample rows, note, aggregate rows) of a pytest-benchmark saved run."""
+
     mi = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
     cpu = mi.get("cpu") if isinstance(mi.get("cpu"), dict) else {}
     brand = cpu.get("brand_raw") or cpu.get("brand") or mi.get("processor") or None
     node = mi.get("node") or None
     hardware = f"{brand} @ {node}" if brand and node else (brand or node)
     out: list[dict] = []
+    aggs: list[dict] = []
     averaged = 0
     for b in doc["benchmarks"]:
         if not isinstance(b, dict):
@@ -194,10 +150,14 @@ def pytest_benchmark_rows(doc: dict, rel: str) -> tuple[list[dict], str | None]:
             out.extend(base | {"rep": i, "e2e_ms": scaled(v, 1e3)} for i, v in enumerate(data))
         else:
             averaged += 1
-            out.append(base | {"e2e_ms": scaled(stats.get("mean"), 1e3)})
-    note = (f"{averaged} benchmarks without stats.data: one pre-averaged row each (stats.mean)"
+            for stat in ("mean", "median", "min", "max", "stddev"):
+                got = claim(base, "e2e_ms", "std" if stat == "stddev" else stat, scaled(stats.get(stat), 1e3),
+                            num(stats.get("rounds")))
+                if got is not None:
+                    aggs.append(got)
+    note = (f"{averaged} benchmarks without stats.data: their statistics are shown as aggregates, not samples"
             if averaged else None)
-    return out, note
+    return out, note, aggs
 
 
 def harness_bench_rows(extra: dict, base: dict, rel: str) -> list[dict] | None:

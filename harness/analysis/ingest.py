@@ -15,7 +15,14 @@ ingest.
 Junk is not data: a row that carries an error, or whose metrics are all zero or empty, becomes a
 failed row with its metrics missing, so it is counted as a failure and never averaged as 0. Nor is
 an absurd value (1e308 tok/s, a negative duration, inf): it is dropped and `IngestResult.warnings`
-says so.
+says so; `FileReport.n_rejected` counts the rows that lost a value that way.
+
+Aggregates are not samples: values a file states about requests it does not list (means, p95s,
+totals of n requests) go to `IngestResult.aggregates`, one row per claimed value, and never into
+the sample table, its statistics or its tests.
+
+Large files stream: rows are taken CHUNK_ROWS at a time into typed frames, so memory grows with
+the table, not with the file's text or per-row Python objects.
 """
 
 from __future__ import annotations
@@ -26,10 +33,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable
 
-from . import detect, files, table
+from . import detect, files, offload, table
 from .files import (DERIVED_DIRS, DERIVED_FILES, DERIVED_OUTPUT_DIRS, MAX_FILE_BYTES,  # noqa: F401 (public here too)
                     MAX_JSON_DEPTH, TMP_PREFIX, Skip)
-from .normalise import normalise
+from .normalise import Normaliser
+from .reading import check_aggregates
+
+#: Rows turned into a typed frame at a time (bounds the per-row Python objects alive at once).
+CHUNK_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ class FileReport:
     mtime: str | None = None  # ISO 8601, UTC
     root: str = ""  # the root as given
     note: str | None = None  # facts about a recognised file (pre-averaged values, dropped lines)
+    n_aggregates: int = 0  # values claimed about requests the file does not list (not samples)
+    n_rejected: int = 0  # rows that lost an implausible value (see IngestResult.warnings)
 
     @property
     def recognised(self) -> bool:
@@ -56,6 +69,11 @@ class IngestResult:
     files: list[FileReport]
     #: Values dropped as not measurements (normalise), one line per file, metric and reason.
     warnings: list[str] = field(default_factory=list)
+    #: Pre-aggregated values (table.AGGREGATE_COLUMNS), one row per claimed value; never samples.
+    aggregates: Any = None
+    #: How foreign offload values were read: one line per model whose layer count made several
+    #: requested values one configuration, naming the source's offload parameter.
+    offload: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -70,6 +88,7 @@ class IngestResult:
         skipped = [f for f in self.files if f.kind == "skipped"]
         unrec = [f for f in self.files if f.kind == "unrecognised"]
         n_failed = int((self.frame["status"] == "failed").sum()) if len(self.frame) else 0
+        aggs = self.aggregates if self.aggregates is not None else ()
         mtimes = [f.mtime for f in rec if f.mtime]
         return {
             "n_files": len(self.files),
@@ -84,6 +103,10 @@ class IngestResult:
                                    for f in rec if f.n_rows == f.n_failed],
             "notes": [{"path": f.path, "kind": f.kind, "note": f.note} for f in self.files if f.note],
             "warnings": list(self.warnings),
+            "aggregates": len(aggs),
+            "files_with_aggregates": sum(1 for f in rec if f.n_aggregates),
+            "rejected_rows": sum(f.n_rejected for f in rec),
+            "offload": list(self.offload),
             "rows": len(self.frame),
             "ok_rows": len(self.frame) - n_failed,
             "failed_rows": n_failed,
@@ -91,11 +114,17 @@ class IngestResult:
         }
 
 
-def ingest(paths: Iterable[str | os.PathLike], *, max_file_bytes: int = MAX_FILE_BYTES) -> IngestResult:
+def ingest(paths: Iterable[str | os.PathLike], *, max_file_bytes: int = MAX_FILE_BYTES,
+           model_layers: dict | None = None) -> IngestResult:
     """Read every recognisable file under `paths` (files or folders, walked recursively without
-    following symlinks) into one tidy sample table; files larger than `max_file_bytes` are skipped
-    unread. Never raises for a bad file: its FileReport says why it was skipped."""
-    rows: list[dict] = []
+    following symlinks) into one tidy sample table and the table of aggregates; files larger than
+    `max_file_bytes` are skipped unread. `model_layers` ({model or None: offloadable layers}, see
+    `offload`) makes foreign offload values at or above a model's layer count one configuration.
+    Never raises for a bad file: its FileReport says why it was skipped."""
+    import pandas as pd
+
+    chunks: list = []
+    aggregates: list[dict] = []
     reports: list[FileReport] = []
     warnings: list[str] = []
     seen_files: set[tuple[int, int]] = set()
@@ -111,8 +140,19 @@ def ingest(paths: Iterable[str | os.PathLike], *, max_file_bytes: int = MAX_FILE
                                           mtime=mtime, root=root_s))
                 continue
             seen_files.add((st.st_dev, st.st_ino))
+            norm = Normaliser(rel)
+            file_chunks: list = []
+            n_rows = n_failed = 0
             try:
-                fmt, file_rows, note = detect.read_file(fpath, rel, st, max_file_bytes)
+                reading = detect.read_file(fpath, rel, st, max_file_bytes)
+                buf: list[dict] = []
+                for row in reading.rows:
+                    buf.append(row)
+                    if len(buf) >= CHUNK_ROWS:
+                        n_rows, n_failed = _take(buf, norm, file_chunks, n_rows, n_failed)
+                        buf = []
+                n_rows, n_failed = _take(buf, norm, file_chunks, n_rows, n_failed)
+                file_aggs, agg_warnings = check_aggregates(reading.aggregates, rel)
             except Skip as s:
                 reports.append(FileReport(rel, s.kind, reason=s.reason, mtime=mtime, root=root_s))
                 continue
@@ -120,16 +160,67 @@ def ingest(paths: Iterable[str | os.PathLike], *, max_file_bytes: int = MAX_FILE
                 reports.append(FileReport(rel, "skipped", reason=f"could not read: {type(e).__name__}: {e}",
                                           mtime=mtime, root=root_s))
                 continue
-            file_rows, file_warnings = normalise(file_rows, rel)
-            warnings.extend(file_warnings)
-            n_failed = sum(1 for r in file_rows if r["status"] == "failed")
-            reason = None
-            if not file_rows:
+            fmt, note = reading.fmt, reading.note()
+            warnings.extend(norm.warnings())
+            warnings.extend(agg_warnings)
+            if not n_rows and not file_aggs:
                 reports.append(FileReport(rel, "skipped", reason=f"{fmt}: no data rows", mtime=mtime,
                                           root=root_s, note=note))
                 continue
-            if n_failed == len(file_rows):
+            reason = None
+            if n_rows and n_failed == n_rows and not file_aggs:
                 reason = f"all {n_failed} rows failed (no usable samples)"
-            rows.extend(file_rows)
-            reports.append(FileReport(rel, fmt, len(file_rows), n_failed, reason, mtime, root_s, note))
-    return IngestResult(frame=table.frame(rows), files=reports, warnings=warnings)
+            chunks.extend(file_chunks)
+            aggregates.extend(file_aggs)
+            reports.append(FileReport(rel, fmt, n_rows, n_failed, reason, mtime, root_s, note,
+                                      n_aggregates=len(file_aggs), n_rejected=norm.n_rejected))
+    frame = (pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]) if chunks else table.frame([])
+    agg = pd.DataFrame(aggregates, columns=list(table.AGGREGATE_COLUMNS))
+    offload_lines = apply_offload(frame, agg, model_layers or {})
+    return IngestResult(frame=frame, files=reports, warnings=warnings, aggregates=agg, offload=offload_lines)
+
+
+def _take(buf: list[dict], norm: Normaliser, out: list, n_rows: int, n_failed: int) -> tuple[int, int]:
+    """Normalise a chunk of rows and keep it as a typed frame; returns the file's running counts."""
+    if not buf:
+        return n_rows, n_failed
+    norm.apply(buf)
+    out.append(table.frame(buf))
+    return n_rows + len(buf), n_failed + sum(1 for r in buf if r["status"] == "failed")
+
+
+def apply_offload(frame, agg, given: dict) -> list[str]:
+    """Set n_gpu_layers_effective of foreign rows (sample and aggregate tables, in place) whose
+    model's offloadable layer count is known (`offload`); one line per model where several
+    requested values became one configuration."""
+    import pandas as pd
+
+    lines = []
+    for df in (frame, agg):
+        if not len(df):
+            continue
+        todo = df["n_gpu_layers"].notna() & df["n_gpu_layers_effective"].isna() & (df["source_format"] != "harness")
+        if not todo.any():
+            continue
+        models = df.loc[todo, "model"].astype(object).where(df.loc[todo, "model"].notna(), None)
+        known = offload.offloadable(set(models), given)
+        for m, (layers, source) in known.items():
+            sel = todo & ((df["model"] == m).fillna(False) if m is not None else df["model"].isna())
+            req = df.loc[sel, "n_gpu_layers"].astype(object)
+            eff = req.map(lambda v: offload.effective(v, layers))
+            df.loc[sel, "n_gpu_layers_effective"] = pd.to_numeric(eff, errors="coerce").astype("float64")
+            if df is not frame:
+                continue
+            at_max = sorted({str(v) for v, e in zip(req, eff) if e == layers}, key=_num_key)
+            if len(at_max) > 1:
+                params = sorted({str(p) for p in df.loc[sel, "offload_param"].dropna()}) or ["n_gpu_layers"]
+                lines.append(f"{'/'.join(params)} {', '.join(at_max)} on {m or 'the model'}: one configuration "
+                             f"(all {layers} offloadable layers; layer count {source})")
+    return lines
+
+
+def _num_key(v: str):
+    try:
+        return (0, float(v), "")
+    except ValueError:
+        return (1, 0.0, v)

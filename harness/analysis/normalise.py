@@ -46,27 +46,47 @@ def as_float(v: Any) -> float | None:
     return None if math.isnan(x) else x
 
 
+class Normaliser:
+    """The rules above for the rows of one file, fed in chunks (large files stream): `apply` each
+    chunk, then `warnings()` once. `n_rejected` counts rows that lost a value as implausible."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.dropped: Counter = Counter()
+        self.first: dict[tuple[str, str], float] = {}
+        self.n_rejected = 0
+
+    def apply(self, rows: list[dict]) -> list[dict]:
+        for row in rows:
+            reasons = []
+            for m in CHECKED:
+                v = row.get(m)
+                if v is None:
+                    continue
+                x = as_float(v)
+                if x is None:
+                    continue
+                why = registry.implausible(m, x)
+                if why is not None:
+                    row[m] = None
+                    self.dropped[(m, why)] += 1
+                    self.first.setdefault((m, why), x)
+                    reasons.append(f"{m} {why}")
+            if reasons:
+                self.n_rejected += 1
+            _junk_rule(row, reasons)
+        return rows
+
+    def warnings(self) -> list[str]:
+        return [f"{self.source}: {m} {why} in {n} row{'s' if n > 1 else ''} (first: {self.first[(m, why)]:g}): "
+                f"dropped, not a measurement" for (m, why), n in self.dropped.items()]
+
+
 def normalise(rows: list[dict], source: str) -> tuple[list[dict], list[str]]:
     """(rows, warnings): the rows of one file with implausible values dropped and the junk rule
     applied, in place; one warning per (metric, reason) that dropped values, naming `source`."""
-    dropped: Counter = Counter()
-    first: dict[tuple[str, str], float] = {}
-    for row in rows:
-        reasons = []
-        for m in CHECKED:
-            x = as_float(row.get(m))
-            if x is None:
-                continue
-            why = registry.implausible(m, x)
-            if why is not None:
-                row[m] = None
-                dropped[(m, why)] += 1
-                first.setdefault((m, why), x)
-                reasons.append(f"{m} {why}")
-        _junk_rule(row, reasons)
-    warnings = [f"{source}: {m} {why} in {n} row{'s' if n > 1 else ''} (first: {first[(m, why)]:g}): "
-                f"dropped, not a measurement" for (m, why), n in dropped.items()]
-    return rows, warnings
+    n = Normaliser(source)
+    return n.apply(rows), n.warnings()
 
 
 def _junk_rule(row: dict, implausible: list[str]) -> None:

@@ -39,7 +39,9 @@ def _metric(name: str) -> Column:
 COLUMNS: tuple[Column, ...] = (
     # identity and provenance
     Column("source_format", "str", "id", "harness | llama-bench-json | llama-bench-jsonl | llama-bench-csv | "
-           "llama-bench-sql | pytest-benchmark | ollama-calls | ollama-config-calls | ollama-summary | ollama-api"),
+           "llama-bench-sql | pytest-benchmark | ollama-calls | ollama-config-calls | ollama-api | ollama-verbose | "
+           "llama-server | vllm-bench-serve | guidellm | aiperf-records | optimum-benchmark | csv | json (read by "
+           "meaning, harness.analysis.columns)"),
     Column("source_file", "str", "id", "file the sample came from (relative to the analysed path)"),
     Column("run_id", "str", "id", "one configuration point of one invocation (our run_id, or a synthetic id)"),
     Column("sweep", "str", "id", "sweep name / folder"),
@@ -81,6 +83,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("workload", "str", "param", "workload name / prompt label"),
     Column("n_prompt_tokens", "float", "param", "prompt length in tokens"),
     Column("max_tokens", "float", "param", "generation budget"),
+    Column("request_rate", "float", "param", "requests per second a load generator sent (inf: all at once)"),
+    Column("concurrency", "float", "param", "requests in flight at once (a load generator's limit)"),
+    Column("offload_param", "str", "meta", "the name the source gave its offload parameter (num_gpu, ngl, "
+           "n_gpu_layers), when it is not ours"),
     Column("effective_id", "str", "param", "equal ids = the same effective configuration"),
     # metrics (per sample; run-level ones repeat on each sample of the run)
     _metric("load_ms"),
@@ -97,6 +103,13 @@ GROUP_KEYS = tuple(c.name for c in COLUMNS if c.kind == "group")
 PARAMS = tuple(c.name for c in COLUMNS if c.kind == "param")
 METRICS = tuple(c.name for c in COLUMNS if c.kind == "metric")
 BY_NAME = {c.name: c for c in COLUMNS}
+
+
+#: The table of pre-aggregated values (means, percentiles of n requests the file does not list):
+#: one row per value a file claims, never a sample (analysis.aggregates).
+AGGREGATE_COLUMNS = ("source_format", "source_file", "run_id", *GROUP_KEYS, "job",
+                     *(p for p in PARAMS if p != "effective_id"), "offload_param", "metric", "stat", "value",
+                     "unit", "n_claimed", "note")
 
 
 def empty_row() -> dict:

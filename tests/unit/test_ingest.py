@@ -138,7 +138,7 @@ def test_bad_record_content_does_not_stop_the_ingest(root):
     res = ingest([root])
     bad = one(res, "a/run.json")
     assert bad.kind == "skipped" and bad.reason.startswith("could not read: AttributeError")
-    assert one(res, "b/summary.csv").n_rows == 2
+    assert one(res, "b/summary.csv").n_aggregates == 3  # pre-aggregated: claims, not samples
 
 
 # --- foreign formats -------------------------------------------------------------------------------------
@@ -178,15 +178,17 @@ def test_ollama_config_calls(root):
     assert (df["source_format"] == "ollama-config-calls").all()
 
 
-def test_ollama_summary_is_marked_pre_averaged(root):
+def test_ollama_summary_is_aggregates_not_samples(root):
     put(root, FOREIGN / "ollama_summary.csv")
     res = ingest([root])
-    df = res.frame
-    assert (df.loc[0, "decode_tps"], df.loc[0, "ttft_ms"], df.loc[0, "load_ms"]) == (50.0, 150.0, 1000.0)
-    assert df["rep"].isna().all()
-    assert (df.loc[1, "status"], df.loc[1, "error"]) == ("failed", "all metrics zero")
-    notes = res.summary()["notes"]
-    assert len(notes) == 1 and "pre-averaged" in notes[0]["note"] and notes[0]["path"] == "ollama_summary.csv"
+    assert len(res.frame) == 0  # never samples
+    agg = res.aggregates
+    got = {(r["metric"], r["stat"]): r["value"] for r in agg.to_dict("records")}
+    assert got == {("decode_tps", "mean"): 50.0, ("ttft_ms", "mean"): 150.0, ("load_ms", "mean"): 1000.0}
+    assert set(agg["job"]) == {"full_gpu"} and set(agg["n_gpu_layers"]) == {"999"}
+    f = one(res, "ollama_summary.csv")
+    assert (f.kind, f.n_rows, f.n_aggregates) == ("ollama-summary", 0, 3)
+    assert "pre-aggregated" in f.note and "1 pre-aggregated rows failed" in f.note
 
 
 def test_ollama_api_json(root):
@@ -220,7 +222,7 @@ def test_pytest_benchmark(root):
     put(root, FOREIGN / "pytest_benchmark.json", "bench/0001_run.json")
     res = ingest([root])
     f = one(res, "bench/0001_run.json")
-    assert (f.kind, f.n_rows, f.n_failed) == ("pytest-benchmark", 4, 0)
+    assert (f.kind, f.n_rows, f.n_failed, f.n_aggregates) == ("pytest-benchmark", 3, 0, 5)
     df = res.frame
     dec = df[df["job"] == "test_decode[512]"]
     assert list(dec["e2e_ms"]) == pytest.approx([100.0, 200.0, 300.0])
@@ -229,9 +231,10 @@ def test_pytest_benchmark(root):
     assert (dec["n_gpu_layers"] == "99").all() and (dec["model"] == "gemma3_270m").all()
     assert dec.iloc[0]["hardware"] == "AMD EPYC 7763 @ bench-host"
     assert dec.iloc[0]["started_at"] == "2026-01-02T03:00:00.000000+00:00"
-    load = df[df["job"] == "test_load"].iloc[0]
-    assert load["e2e_ms"] == pytest.approx(500.0) and nan(load["rep"])
-    assert "pre-averaged" in f.note
+    assert (df["job"] == "test_load").sum() == 0  # its mean is an aggregate, not a sample
+    load = res.aggregates[res.aggregates["job"] == "test_load"].iloc[0]
+    assert (load["metric"], load["stat"], load["value"]) == ("e2e_ms", "mean", pytest.approx(500.0))
+    assert "aggregates" in f.note
 
 
 def test_content_decides_not_the_extension(root):
@@ -317,7 +320,8 @@ def test_junk_files_are_skipped_with_reasons(junk_root):
     got = {d["path"]: d["reason"] for d in s["skipped_files"]}
     assert got == JUNK_REASONS
     assert s["skipped"] == len(JUNK_REASONS)
-    assert s["unrecognised_files"] == [{"path": "unknown_header.csv", "reason": "CSV with unknown header: a,b,c"}]
+    assert s["unrecognised_files"] == [
+        {"path": "unknown_header.csv", "reason": "CSV with unknown header (no throughput or latency column): a,b,c"}]
 
 
 def test_csv_whose_rows_all_carry_errors_counts_failures_only(junk_root):
@@ -413,7 +417,7 @@ def test_file_root_is_read_as_is_and_read_once(root):
     res = ingest([p, root])
     assert [f.path for f in res.files] == ["summary.csv", "x/summary.csv"]
     assert res.files[1].reason == "already read under another root"
-    assert len(res.frame) == 2
+    assert res.files[0].n_aggregates == 3 and len(res.aggregates) == 3
 
 
 def test_unreadable_folder_is_skipped(root, monkeypatch):
@@ -465,8 +469,9 @@ def test_summary_counts_and_latest_mtime(root):
     assert s["by_kind"] == {"harness": 2, "ollama-api": 2, "ollama-calls": 1, "ollama-config-calls": 1,
                             "ollama-summary": 1, "pytest-benchmark": 1}
     assert (s["recognised"], s["skipped"], s["unrecognised"], s["n_files"]) == (8, 1, 0, 9)
-    assert s["rows"] == 2 + 1 + 1 + 2 + 4 + 3 + 2 + 4
-    assert s["failed_rows"] == 1 + 1 + 2 + 1 + 1  # run, jsonl error, two call rows, config call, summary
+    assert s["rows"] == 2 + 1 + 1 + 2 + 4 + 3 + 3  # the summary's rows and one benchmark are aggregates
+    assert s["failed_rows"] == 1 + 1 + 2 + 1  # run, jsonl error, two call rows, config call
+    assert s["aggregates"] == 3 + 5 and s["files_with_aggregates"] == 2
     assert s["ok_rows"] == s["rows"] - s["failed_rows"] == int((res.frame["status"] == "ok").sum())
     assert res.ok
 
