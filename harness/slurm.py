@@ -191,6 +191,10 @@ class JobTimeLimit(TimeoutError):
     """Slurm's warning that the job reaches its time limit: the point stops and is recorded."""
 
 
+class JobStopped(RuntimeError):
+    """Slurm stops the job (scancel, preemption): the point stops and is recorded."""
+
+
 @dataclass
 class _Point:
     idx: int
@@ -207,14 +211,25 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict) -> JobReturn:
         # In the job: submitit has set its handlers; Slurm's SIGUSR2 (signal_delay_s before the
-        # time limit) now fails the point being measured, which the job still has time to record.
+        # time limit) and SIGTERM (KillWait before SIGKILL) now fail the point being measured,
+        # which the job still has time to record.
         limit, delay = self.params.get("timeout_min"), self.params.get("signal_delay_s")
+        env = os.environ
+        jid = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env
+               else env.get("SLURM_JOB_ID", "?"))
 
         def time_limit(signum, frame):
-            raise JobTimeLimit(f"timeout: the Slurm job {os.environ.get('SLURM_JOB_ID', '?')} reaches its time "
+            raise JobTimeLimit(f"timeout: the Slurm job {jid} reaches its time "
                                f"limit ({limit} min) within {delay} s (hydra.launcher.timeout_min)")
 
+        def stopped(signum, frame):
+            raise JobStopped(f"cancelled: the Slurm job {jid} was stopped "
+                             "(SIGTERM: scancel or preemption)")
+
         signal.signal(signal.SIGUSR2, time_limit)
+        # submitit ignores SIGTERM; the point would go on measuring until SIGKILL and maybe record
+        # itself ok after the scheduler had ended the job.
+        signal.signal(signal.SIGTERM, stopped)
         return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
