@@ -9,6 +9,7 @@ from pathlib import Path
 from .agent.cli import narrate, narrative_mode, run, split_overrides, summarize
 from .agent.narrative import prepare
 from .analysis.compare import DEFAULT_METRICS, compare, parse_check, regressions
+from .analysis.offload import parse_layers
 from .analysis.pipeline import analyze
 from .config import ConfigError
 from .report import pipeline
@@ -25,11 +26,16 @@ def _parser(prog: str, desc: str) -> argparse.ArgumentParser:
 def _max_bytes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-file-mb", type=float, default=200.0,
                    help="skip files larger than this (MiB), with a reason (default 200)")
+    p.add_argument("--model-layers", action="append", default=[], metavar="[MODEL=]N",
+                   help="layers the model can offload (Ollama's 'offloaded N/N layers'; a GGUF's blocks + 1), "
+                        "for files that sweep num_gpu: values at or above N are one configuration. Repeat per "
+                        "model; without MODEL= it applies to every model (a local GGUF is found otherwise)")
 
 
 class BadOutput(ValueError):
-    """--out cannot be what the command writes (a file where a folder goes, or the reverse): a bad
-    argument, found before anything is analysed. str() is the one-line message."""
+    """--out cannot be what the command writes (a file where a folder goes, or the reverse), or
+    another argument is bad (--model-layers): found before anything is analysed. str() is the
+    one-line message."""
 
 
 def check_out(path: Path, want: str) -> None:
@@ -52,7 +58,11 @@ def _load(prog: str, desc: str, args: list[str], out_name: str, extra=None, out_
     out = a.out or (a.paths[0] / out_name if a.paths[0].is_dir() else Path(out_name))
     if a.out is not None or out_kind == "folder":
         check_out(out, out_kind)
-    return a, analyze_or_explain(a.paths, a.max_file_mb), out
+    try:
+        layers = parse_layers(a.model_layers)
+    except ValueError as e:
+        raise BadOutput(str(e)) from None
+    return a, analyze_or_explain(a.paths, a.max_file_mb, layers), out
 
 
 def cmd_analyze(args: list[str]) -> int:
@@ -130,7 +140,12 @@ def cmd_compare(args: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    an_a, an_b = analyze_or_explain([a.a], a.max_file_mb), analyze_or_explain([a.b], a.max_file_mb)
+    try:
+        layers = parse_layers(a.model_layers)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    an_a, an_b = analyze_or_explain([a.a], a.max_file_mb, layers), analyze_or_explain([a.b], a.max_file_mb, layers)
     if an_a is None or an_b is None:
         return 1  # nothing usable on a side, as for analyze and report
     metrics = tuple(dict.fromkeys(DEFAULT_METRICS + tuple(c.metric for c in checks)))

@@ -80,6 +80,7 @@ class TableReader:
                 reading.notes.append(f"{p.raw}: no unit in the name, read as {unit} from its values")
             self.units[i] = unit
         self.text_unknown = [i for i, h in enumerate(self.header) if i not in self.lay.used and h]
+        self._check_rate(sample)
         self.facets_used: set[str] = set()
         self.ids: dict[tuple, str] = {}
         self.labels: dict[str, str] = {}
@@ -88,12 +89,29 @@ class TableReader:
         self.n_agg_rows = 0
         self.failed_aggregates = 0
         self.ollama_style = ollama
-        if self.lay.unknown:
-            reading.notes.append("columns not used: " + ", ".join(self.lay.unknown[:12])
-                                 + (f" (+{len(self.lay.unknown) - 12} more)" if len(self.lay.unknown) > 12 else ""))
         if self.lay.aggregate:
             reading.notes.append("pre-aggregated values (means or percentiles of requests the file does not list): "
                                  "shown as aggregates, not samples")
+
+    def _check_rate(self, sample: list[list]) -> None:
+        """Say so when a file's tokens-per-second column is its tokens over its total time (TTFT
+        included): an end-to-end rate, which the file calls its throughput, not our decode rate."""
+        col = {p.canonical.name: i for i, p in self.lay.used.items() if p.stat is None}
+        if not {"decode_tps", "n_gen_tokens", "e2e_ms"} <= col.keys():
+            return
+        i_r, i_n, i_t = col["decode_tps"], col["n_gen_tokens"], col["e2e_ms"]
+        close = total = 0
+        for r in sample:
+            if len(r) != len(self.header):
+                continue
+            rate, n, t = num(r[i_r]), num(r[i_n]), num(r[i_t])
+            if rate and n and t:
+                total += 1
+                t_ms = columns.to_canonical(self.lay.used[i_t].canonical, t, self.units.get(i_t))
+                close += abs(n / (t_ms / 1e3) - rate) <= 0.02 * rate
+        if total and close >= 0.8 * total:
+            self.reading.notes.append(f"{self.header[i_r]} is {self.header[i_n]} / {self.header[i_t]} (TTFT "
+                                      "included): an end-to-end rate, read as decode_tps as the file states it")
 
     def _label(self, text: str) -> str:
         got = self.labels.get(text)
@@ -170,6 +188,10 @@ class TableReader:
             row["model"] = f"{m}:{tag}" if m and ":" not in m else (m or tag)
         if prompt_index is not None and not row.get("workload"):
             row["workload"] = f"prompt {prompt_index}"
+        if row.get("workload") is not None:
+            # a named prompt's token count is measured per call (0 or missing when the call failed):
+            # the prompt names the configuration, its count would only split it
+            row.pop("n_prompt_tokens", None)
         if facets:
             row["workload"] = " · ".join([row["workload"]] if row.get("workload") else [] + facets) \
                 if not row.get("workload") else row["workload"] + " · " + ", ".join(facets)
@@ -210,6 +232,10 @@ class TableReader:
         return row
 
     def finish(self) -> None:
+        unused = [u for u in self.lay.unknown if u not in self.facets_used]
+        if unused:
+            self.reading.notes.append("columns not used: " + ", ".join(unused[:12])
+                                      + (f" (+{len(unused) - 12} more)" if len(unused) > 12 else ""))
         if self.failed_aggregates:
             self.reading.notes.append(f"{self.failed_aggregates} pre-aggregated rows failed (an error, a false "
                                       "success flag or only zeros): no values claimed")
@@ -290,9 +316,10 @@ def json_records(doc: Any, rel: str, max_records: int = 100_000) -> Reading | No
     for ctx, metrics, path in found:
         row: dict = {"source_format": "json", "source_file": rel}
         tag = None
-        for key, (p, v) in ctx.items():
+        for key, got in ctx.items():
             if key in ("_label", "_index"):
                 continue
+            p, v = got
             name = key[1] if isinstance(key, tuple) else key
             if name == "n_gpu_layers":
                 if v is not None and str(v).strip():

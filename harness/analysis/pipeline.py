@@ -27,9 +27,11 @@ class Analysis:
     noise: dict = field(default_factory=dict)  # analysis.noise.assess: drift, trends, noise floor
 
 
-def analyze(paths: list[str | Path], *, max_file_bytes: int = 200 * 2**20) -> Analysis:
-    """Ingest `paths` and compute everything the report and the CLI show. Raises
-    NothingToAnalyse (with the ingestion summary) when no ok sample exists."""
+def analyze(paths: list[str | Path], *, max_file_bytes: int = 200 * 2**20, model_layers: dict | None = None
+            ) -> Analysis:
+    """Ingest `paths` and compute everything the report and the CLI show (`model_layers`: see
+    ingest). Raises NothingToAnalyse (with the ingestion summary) when no ok sample exists;
+    pre-aggregated values alone are not samples."""
     from . import best as best_mod
     from . import effects as effects_mod
     from . import noise as noise_mod
@@ -37,12 +39,14 @@ def analyze(paths: list[str | Path], *, max_file_bytes: int = 200 * 2**20) -> An
     from .ingest import ingest
 
     t0 = time.perf_counter()
-    result = ingest(list(paths), max_file_bytes=max_file_bytes)
+    result = ingest(list(paths), max_file_bytes=max_file_bytes, model_layers=model_layers)
     t1 = time.perf_counter()
     df = result.frame
     ok = df[df["status"] == "ok"]
     if ok.empty:
-        err = NothingToAnalyse("no usable benchmark data found")
+        n_agg = len(result.aggregates) if result.aggregates is not None else 0
+        err = NothingToAnalyse("no usable benchmark data found" + (
+            f" (only {n_agg} pre-aggregated values, which are not samples)" if n_agg else ""))
         err.ingest = result
         raise err
     configs = stats.configurations(df)

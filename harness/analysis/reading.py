@@ -10,8 +10,10 @@ from typing import Any, Iterable
 from .. import registry
 from . import table
 
-#: Units of the aggregate table's metrics (itl_ms is not a sample column: ITL of requests).
-AGG_UNITS = {"itl_ms": "ms", "request_throughput": "req/s"}
+#: Units of the aggregate table's metrics that are not sample columns: a request's mean ITL and
+#: TPOT, and a server's throughputs (all requests together over the run's duration).
+AGG_UNITS = {"itl_ms": "ms", "tpot_ms": "ms", "ttst_ms": "ms", "request_throughput": "req/s",
+             "output_throughput": "tok/s", "e2e_tps": "tok/s"}
 
 
 @dataclass

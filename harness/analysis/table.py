@@ -107,7 +107,7 @@ BY_NAME = {c.name: c for c in COLUMNS}
 
 #: The table of pre-aggregated values (means, percentiles of n requests the file does not list):
 #: one row per value a file claims, never a sample (analysis.aggregates).
-AGGREGATE_COLUMNS = ("source_format", "source_file", "run_id", *GROUP_KEYS, "job",
+AGGREGATE_COLUMNS = ("source_format", "source_file", "run_id", "started_at", *GROUP_KEYS, "job",
                      *(p for p in PARAMS if p != "effective_id"), "offload_param", "metric", "stat", "value",
                      "unit", "n_claimed", "note")
 

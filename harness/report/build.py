@@ -15,7 +15,7 @@ from ..agent.narrative import WORKFLOW_METRICS
 from ..analysis.pipeline import shown_params
 from ..analysis.table import COLUMNS
 from ..store import atomic_write_text
-from . import figures, html, markdown, variants
+from . import aggregates, figures, html, markdown, variants
 from .document import Bullets, Document, Figure, Narrative, Paragraph, Table
 from .findings import UNITS, config_label, findings, headlines, recommendations, risks
 from .format import ci, num, param, plural, value
@@ -88,7 +88,8 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     # 4. Performance analysis.
     s = doc.section("Performance analysis")
     shown = [m for m in metrics]
-    headers = ("#",) + tuple(labels) + ("n",) + tuple(f"{m} ({UNITS.get(m, '')}) mean (95% CI)" for m in shown) + ("CV decode",)
+    offload = aggregates.offload_names(an.samples)
+    headers = ("#",) + tuple(aggregates.param_heading(p, offload) for p in labels) + ("n",) + tuple(f"{m} ({UNITS.get(m, '')}) mean (95% CI)" for m in shown) + ("CV decode",)
     rows = []
     for i, row in enumerate(configs.to_dict("records"), 1):
         rows.append((str(i),) + tuple(param(value(row, p)) for p in labels) + (num(value(row, "n_samples")),)
@@ -104,8 +105,14 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
                                                        num(value(r, "vram_used_mib_mean")))
             for r in front.to_dict("records")),
             caption=f"Pareto front: configurations no other beats on every objective ({objectives})"))
+    note_offload = aggregates.offload_paragraph(an)
+    if note_offload is not None:
+        s.add(note_offload)
     for path, caption in figs:
         s.add(Figure(path, caption))
+    agg_table = aggregates.table(getattr(an.ingest, "aggregates", None))
+    if agg_table is not None:
+        doc.section("Aggregates").add(agg_table)
 
     # 4a. Model variants: the models side by side, with the roofline's bytes per token.
     if compared is not None:

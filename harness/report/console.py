@@ -41,18 +41,45 @@ def print_ingest(result) -> None:
     con.print(t)
     for f in [f for f in result.files if f.reason and f.reason != "derived harness file"][:20]:
         con.print(escape(f"  skipped {f.path}: {f.reason}"), soft_wrap=True)
+    for f in [f for f in result.files if f.recognised and f.note][:20]:
+        con.print(escape(f"  {f.path} ({f.kind}): {f.note}"), soft_wrap=True)
+    for w in result.warnings[:20]:
+        con.print(escape(f"  rejected: {w}"), soft_wrap=True)
+    for line in getattr(result, "offload", None) or ():
+        con.print(escape(f"  offload: {line}"), soft_wrap=True)
+    print_aggregates(result)
 
 
-def analyze_or_explain(paths: list[Path], max_file_mb: float):
+def print_aggregates(result) -> None:
+    """The aggregates table (values files claim about requests they do not list) on stderr."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .aggregates import rows
+
+    headers, body = rows(getattr(result, "aggregates", None), limit=40)
+    if not body:
+        return
+    t = Table(title="aggregates (claimed by the files; not samples, never pooled)", title_justify="left")
+    for h in headers:
+        t.add_column(escape(h))
+    for r in body:
+        t.add_row(*[escape(c) for c in r])
+    console(stderr=True).print(t)
+
+
+def analyze_or_explain(paths: list[Path], max_file_mb: float, model_layers: dict | None = None):
     """analysis.pipeline.analyze(paths), or None after printing the ingestion summary and one
     `error:` line when nothing usable was found."""
     from ..analysis.pipeline import NothingToAnalyse, analyze
 
     try:
-        return analyze(paths, max_file_bytes=int(max_file_mb * 2**20))
+        return analyze(paths, max_file_bytes=int(max_file_mb * 2**20), model_layers=model_layers)
     except NothingToAnalyse as e:
         print_ingest(e.ingest)
+        n_agg = len(e.ingest.aggregates) if getattr(e.ingest, "aggregates", None) is not None else 0
         print("error: no usable benchmark data found in " + ", ".join(str(p) for p in paths)
+              + (f" (only {n_agg} pre-aggregated values, shown above: not samples)" if n_agg else "")
               + ": no report from nothing", file=sys.stderr)
         return None
 

@@ -181,10 +181,10 @@ def guidellm(doc: Any, rel: str) -> Reading | None:
         return None
     reading = Reading("guidellm", notes=[GUIDELLM_NOTE])
     rows: list[dict] = []
-    model = _find(doc, "model")
+    model = _find(doc, "model") or _find(doc, "backend_model")
     for bi, b in enumerate(benches):
         rate, conc = _strategy(b)
-        m = _find(b, "model") or model
+        m = _find(b, "model") or _find(b, "backend_model") or model
         base = base_row("guidellm", rel, engine="guidellm", job="guidellm", model=str(m) if m else None,
                         request_rate=rate, concurrency=conc)
         base["run_id"] = synthetic_id(rel, (bi, base["model"], rate, conc))
@@ -297,7 +297,11 @@ def aiperf_json(doc: Any, rel: str) -> Reading | None:
     n_claimed = num(count.get("avg")) if isinstance(count, dict) else num(count)
     reading = Reading("aiperf", notes=[AIPERF_NOTE])
     for name, st in stats.items():
-        _aiperf_claims(reading, base, _AIPERF[name], st.get("unit"), {s: st.get(s) for s in _AIPERF_STATS}, n_claimed)
+        metric = _AIPERF[name]
+        values = {s: st.get(s) for s in _AIPERF_STATS}
+        if metric in ("output_throughput", "request_throughput"):  # one value for the whole run
+            values = {"total": st.get("avg")}
+        _aiperf_claims(reading, base, metric, st.get("unit"), values, n_claimed)
     errs = doc.get("error_summary")
     if isinstance(errs, list) and errs:
         n = sum(int(num(e.get("count")) or 0) for e in errs if isinstance(e, dict))
