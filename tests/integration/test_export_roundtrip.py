@@ -115,7 +115,7 @@ def test_export_then_analyze_gives_the_same_configurations_and_statistics(sweeps
     # 4 ok points and the failed one, each its own configuration, every statistic equal
     assert len(original.configs) == 5 and list(original.configs["n_failed"]).count(1) == 1
     assert back.varying == original.varying == ["n_ctx", "n_ctx_effective", "temperature"]
-    pd.testing.assert_frame_equal(comparable(back.configs), comparable(original.configs))
+    pd.testing.assert_frame_equal(comparable(back.configs), comparable(original.configs), check_exact=True)
     assert len(back.samples) == len(original.samples) == 13
 
 

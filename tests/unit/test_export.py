@@ -1,4 +1,5 @@
-"""harness.export: every format on a real run, pytest-benchmark's layout and statistics."""
+"""harness.export: every format on a real run, pytest-benchmark's layout and statistics, and every
+format read back to the same sample table and configurations."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pandas as pd
 import pytest
 
 from harness import export as ex
-from harness.analysis import table
-from harness.analysis.formats import llamabench
+from harness.analysis import stats, table
+from harness.analysis.formats import embedded, llamabench, tidy
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 STATS_KEYS = {"min", "max", "mean", "stddev", "rounds", "median", "iqr", "q1", "q3", "iqr_outliers",
@@ -157,3 +158,96 @@ def test_pytest_benchmark_reads_the_export(df, tmp_path):
                            str(path)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "short_chat[" in proc.stdout and "Rounds" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------- lossless round trips
+
+def sweep_frame():
+    """Two configurations of run_v1 (n_ctx 2048 and 4096) and a third that failed to load."""
+    a, b, failed = record(), record(), record()
+    b.update(run_id="b" * 32, job_name="runtime.n_ctx=4096")
+    b["config"]["runtime"]["n_ctx"] = 4096
+    b["effective"].update(n_ctx_effective=4096, effective_id="4096")
+    for r in b["repetitions"]:
+        r["decode_tps"] *= 0.9
+    failed.update(run_id="f" * 32, job_name="runtime.n_ctx=65536", status="failed", repetitions=[],
+                  error={"type": "RuntimeError", "message": "failed to create context", "phase": "load"})
+    failed["config"]["runtime"]["n_ctx"] = 65536
+    failed["effective"].update(n_ctx_effective=65536, effective_id="65536")
+    return frame_of(a, b, failed)
+
+
+def read_back(out, fmt: str) -> list[dict]:
+    """The rows our readers make of an export: formats.tidy for csv / parquet, the harness field
+    of each pytest-benchmark benchmark, llama-bench's reader for its formats."""
+    if fmt == "csv":
+        return tidy.csv_rows(out, "export.csv")
+    if fmt == "parquet":
+        return tidy.parquet_rows(out, "export.parquet")
+    if fmt == "pytest-benchmark":
+        return embedded.pytest_benchmark_rows(strict_json(out), "export.json")
+    return llamabench.rows(out, fmt, "export")
+
+
+def in_order(df):
+    return (df.drop(columns=["source_format", "source_file"]).sort_values(["run_id", "rep"], kind="stable")
+            .reset_index(drop=True))
+
+
+@pytest.mark.parametrize("fmt", ex.FORMATS)
+def test_every_format_carries_the_whole_sample_table(fmt):
+    df = sweep_frame()
+    back = table.frame(read_back(ex.export(df, fmt), fmt))
+    pd.testing.assert_frame_equal(in_order(back), in_order(df), check_exact=True)
+    configs = stats.configurations(back)
+    pd.testing.assert_frame_equal(configs, stats.configurations(df), check_exact=True)
+    assert len(configs) == 3 and configs["n_failed"].tolist() == [0, 0, 1]
+    assert configs["n_ctx"].tolist() == [2048, 4096, 65536]
+
+
+def test_pytest_benchmark_carries_runs_without_a_benchmark_at_the_top():
+    doc = strict_json(ex.export(sweep_frame(), "pytest-benchmark"))
+    assert len(doc["benchmarks"]) == 2
+    (carried,) = doc[embedded.KEY]["runs"]
+    assert carried["run"]["run_id"] == "f" * 32 and carried["run"]["status"] == "failed"
+    assert all(b["extra_info"][embedded.KEY]["runs"][0]["run"]["run_id"] == b["extra_info"]["run_id"]
+               for b in doc["benchmarks"])
+
+
+def test_pytest_benchmarks_own_document_is_not_read_as_ours():
+    doc = strict_json(ex.export(sweep_frame(), "pytest-benchmark"))
+    del doc[embedded.KEY]
+    for b in doc["benchmarks"]:
+        del b["extra_info"][embedded.KEY]
+    assert embedded.pytest_benchmark_rows(doc, "x.json") is None
+
+
+def test_tidy_csv_header_is_recognised_also_without_newer_columns(df):
+    header = list(table.NAMES)
+    assert tidy.sniff_csv_header(header)
+    assert tidy.sniff_csv_header([c for c in header if c not in ("model_desc", "weights")])  # an older export
+    assert not tidy.sniff_csv_header(["prompt", "ttft_s", "tokens_s"])
+    assert not tidy.sniff_csv_header(header + ["something_else"])
+    assert not tidy.sniff_csv_header(["run_id", "status", "model"])  # no metric
+    assert tidy.is_parquet(ex.export(df, "parquet")) and not tidy.is_parquet(b"PAR1 not really")
+
+
+@pytest.mark.parametrize("bad", [
+    None, [], {"v": 2, "runs": []}, {"v": 1}, {"v": 1, "runs": [{"run": {}}]},
+    {"v": 1, "runs": [{"run": {"n_ctx": [1]}, "rows": []}]},
+    {"v": 1, "runs": [{"run": {}, "rows": [{"decode_tps": {"x": 1}}]}]},
+    {"v": 1, "runs": [{"run": {}, "rows": ["not a row"]}]},
+])
+def test_a_malformed_harness_field_is_a_value_error(bad):
+    with pytest.raises(ValueError, match="harness field"):
+        embedded.unpack(bad, "llama-bench-json", "x")
+
+
+def test_unknown_columns_in_the_harness_field_are_ignored_and_a_run_is_read_once():
+    field = {"v": 1, "runs": [{"run": {"run_id": "r1", "status": "ok", "from_the_future": 1},
+                               "rows": [{"rep": 0, "decode_tps": 50.0}, {"rep": 1, "decode_tps": 51.0}]}]}
+    seen = embedded.Seen()
+    rows = embedded.unpack(field, "llama-bench-json", "x", seen)
+    assert [r["decode_tps"] for r in rows] == [50.0, 51.0] and "from_the_future" not in rows[0]
+    assert rows[0]["source_format"] == "llama-bench-json" and rows[0]["source_file"] == "x"
+    assert embedded.unpack(field, "llama-bench-json", "x", seen) == []

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 import sqlite3
 import statistics
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from harness.analysis import table
 from harness.analysis.formats import embedded
 from harness.analysis.formats import llamabench as lb
-from harness.analysis.formats import llamabench_sql
+from harness.analysis.formats import llamabench_desc, llamabench_sql
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GOLD = DATA / "llama_bench"
@@ -300,7 +301,7 @@ def test_dump_carries_every_row_of_the_run(run_frame, fmt):
     back = table.frame(lb.rows(text, fmt, "export"))
     assert set(back["source_format"]) == {fmt} and set(back["source_file"]) == {"export"}
     drop = ["source_format", "source_file"]
-    pd.testing.assert_frame_equal(back.drop(columns=drop), run_frame.drop(columns=drop))
+    pd.testing.assert_frame_equal(back.drop(columns=drop), run_frame.drop(columns=drop), check_exact=True)
 
 
 @pytest.mark.parametrize("carry", [False, True])
@@ -423,5 +424,73 @@ def test_sqlite_dump_of_a_llama_bench_database_reads_too():
 def test_malformed_values_are_a_value_error_naming_the_test():
     recs = json.loads(golden("llama-bench-json"))
     recs[1]["n_gen"] = [128]
+    with pytest.raises(ValueError, match="test 1 of bad.json"):
+        lb.rows(json.dumps(recs), "llama-bench-json", "bad.json")
+
+
+# ------------------------------------------------------------------------------------- model and build names
+
+@pytest.mark.parametrize("arch, n_layers, file_type, desc", [
+    ("gemma3", 18, 15, "gemma3 270M Q4_K - Medium"),  # llama-bench on the default model
+    ("gemma3", 26, 15, "gemma3 1B Q4_K - Medium"),
+    ("gemma3", 62, 18, "gemma3 27B Q6_K"),
+    ("llama", 30, 7, "llama 256M Q8_0"),  # SmolLM2-135M: llama.cpp's size class for 30 layers
+    ("gemma3", 19, 1, "gemma3 ?B F16"),  # a layer count llama.cpp has no class for
+    ("qwen9", 4, 2, "qwen9 ?B Q4_0"),
+    ("gemma3", 18, 1024 | 15, "gemma3 270M (guessed) Q4_K - Medium"),
+    ("gemma3", 18, 99, "gemma3 270M unknown, may not work"),
+    (None, 18, 15, None), ("gemma3", 18, None, None),
+])
+def test_model_desc_is_llama_model_desc(arch, n_layers, file_type, desc):
+    assert llamabench_desc.model_desc(arch, n_layers, file_type) == desc
+
+
+def test_our_run_record_gives_the_description_llama_bench_prints(run_frame):
+    assert set(run_frame["model_desc"]) == {"gemma3 270M Q4_K - Medium"}
+
+
+@pytest.mark.parametrize("engine, want", [
+    ("llama-cpp-python 0.3.36 cpu python", ("0c1e57098", 0, None)),
+    ("llama-cpp-python 0.3.36 gpu native", ("0c1e57098", 0, None)),
+    ("llama-cpp-python 0.3.35 cpu python", ("4df29be4f", 0, None)),
+    ("llama.cpp 8f3a2c1 (6123) CUDA", ("8f3a2c1", 6123, "CUDA")),
+    ("llama.cpp unknown", ("unknown", 0, None)),
+    (None, ("unknown", 0, None)),
+])
+def test_build_commit(engine, want):
+    assert llamabench_desc.build_commit(engine) == want
+
+
+def test_build_commit_of_an_unknown_version_is_a_stable_hash_of_the_build():
+    cpu_py, cpu_native, gpu = (llamabench_desc.build_commit(f"llama-cpp-python 0.4.0 {x}")[0]
+                               for x in ("cpu python", "cpu native", "gpu python"))
+    assert re.fullmatch(r"[0-9a-f]{9}", cpu_py) and cpu_py == cpu_native != gpu  # the timing path is not the build
+    assert cpu_py == llamabench_desc.build_commit("llama-cpp-python 0.4.0 cpu python")[0]
+    other = llamabench_desc.build_commit("ollama 0.5.1")[0]
+    assert re.fullmatch(r"[0-9a-f]{9}", other)
+
+
+def test_model_type_keeps_configurations_llama_bench_cannot_name_apart(run_frame):
+    variants = []
+    for change in ({}, {"temperature": 0.0}, {"n_ctx_effective": 4096.0}, {"top_k": 1.0},
+                   {"engine": "llama-cpp-python 0.3.36 cpu native"}, {"weights": "twin"}):
+        df = run_frame.copy()
+        for k, v in change.items():
+            df[k] = v
+        (pp, tg) = lb.tests(df)
+        assert pp["model_type"] == tg["model_type"]
+        variants.append(pp["model_type"])
+    assert len(set(variants)) == len(variants), variants
+    assert variants[1].startswith("gemma3 270M Q4_K - Medium [n_ctx=2048 temperature=0 ")
+    assert variants[4].endswith(" timing=native]") and variants[5].endswith(" weights=twin]")
+    # a frame without llama.cpp's description (an import) names the model as it has it
+    df = run_frame.copy()
+    df["model_desc"] = None
+    assert lb.tests(df)[0]["model_type"].startswith("gemma3_270m [")
+
+
+def test_a_bad_harness_field_names_the_test():
+    recs = json.loads(golden("llama-bench-json"))
+    recs[1]["harness"] = {"v": 1, "runs": [{"run": {}, "rows": [{"decode_tps": [1, 2]}]}]}
     with pytest.raises(ValueError, match="test 1 of bad.json"):
         lb.rows(json.dumps(recs), "llama-bench-json", "bad.json")

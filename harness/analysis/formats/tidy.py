@@ -3,7 +3,8 @@ table (`table.COLUMNS`) as it is; these turn such a file into the same rows agai
 
 A CSV is ours when every header name is a tidy column and run_id, status and at least one metric
 are among them (a file written before a column was added still reads; the missing column is
-missing). Floats are parsed with round-trip precision, so statistics come back bit for bit.
+missing). pandas writes each float as its shortest repr and reads it back exactly, so statistics come
+back bit for bit (tests/unit/test_export.py).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def csv_rows(text: str, source_file: str) -> list[dict]:
 
     header = pd.read_csv(io.StringIO(text), nrows=0).columns
     dtypes = {c: _DTYPES[table.BY_NAME[c].dtype] for c in header if c in table.BY_NAME}
-    df = pd.read_csv(io.StringIO(text), dtype=dtypes, float_precision="round_trip", keep_default_na=False,
+    df = pd.read_csv(io.StringIO(text), dtype=dtypes, keep_default_na=False,
                      na_values=[""])
     return _rows(df, "harness-csv", source_file)
 
