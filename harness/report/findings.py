@@ -132,6 +132,10 @@ def risks(an) -> list[tuple[str, str, str]]:
     if failed:
         rows.append(("Failed samples", f"{failed} failed {'sample' if failed == 1 else 'samples'} (see findings)", "Fix the cause and re-run: "
                      "failed points are retried on resume"))
-    if (s["source_format"] == "ollama-summary").any():
-        rows.append(("Pre-averaged input", "some files hold means only", "No CIs or tests for those rows"))
+    agg = getattr(an.ingest, "aggregates", None)
+    if agg is not None and len(agg):
+        n_files = agg["source_file"].nunique()
+        rows.append(("Pre-aggregated input", f"{len(agg)} values in {n_files} {'file' if n_files == 1 else 'files'} "
+                     "are means or percentiles of requests not listed", "Shown as aggregates only: no CIs or tests "
+                     "for them; keep per-request data to compare"))
     return rows or [("None detected", "no noise, throttling, sharing or failures in this data", "-")]
