@@ -168,8 +168,11 @@ def test_golden_foreign_files_analyse_together(tmp_path, harness_cli):
     import pandas as pd
 
     df = pd.read_csv(tmp_path / "an" / "runs.csv")
-    assert {"harness", "ollama-calls", "ollama-config-calls", "ollama-summary", "ollama-api", "pytest-benchmark",
-            "llama-bench-json", "llama-bench-csv", "llama-bench-sql"} <= set(df["source_format"])
+    assert {"harness", "ollama-calls", "ollama-config-calls", "ollama-api", "pytest-benchmark",
+            "llama-bench-json", "llama-bench-csv", "llama-bench-sql", "llama-server", "ollama-verbose",
+            "vllm-bench-serve", "guidellm", "aiperf-records", "optimum-benchmark", "csv"} <= set(df["source_format"])
+    agg = pd.read_csv(tmp_path / "an" / "aggregates.csv")  # means of requests not listed: never samples
+    assert {"ollama-summary", "aiperf", "json", "vllm-bench-serve"} <= set(agg["source_format"])
     assert "junk.sql" in r.stderr or "junk.sql" in r.stdout
 
 
