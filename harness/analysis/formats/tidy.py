@@ -3,12 +3,14 @@ table (`table.COLUMNS`) as it is; these turn such a file into the same rows agai
 
 A CSV is ours when every header name is a tidy column and run_id, status and at least one metric
 are among them (a file written before a column was added still reads; the missing column is
-missing). pandas writes each float as its shortest repr and reads it back exactly, so statistics come
-back bit for bit (tests/unit/test_export.py).
+missing). pandas writes each float as its shortest repr, which float() reads back exactly, so
+statistics come back bit for bit (tests/unit/test_export.py). `csv_row` types one record of a
+csv.DictReader, for a reader that streams the file.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 
 from .. import table
@@ -16,7 +18,6 @@ from .. import table
 #: Columns a tidy export always has.
 REQUIRED = ("run_id", "status")
 PARQUET_MAGIC = b"PAR1"
-_DTYPES = {"str": "string", "float": "float64", "int": "Int64", "bool": "boolean"}
 
 
 def sniff_csv_header(header) -> bool:
@@ -40,15 +41,39 @@ def _rows(df, fmt: str, source_file: str) -> list[dict]:
             for rec in df.to_dict("records")]
 
 
+def _typed(name: str, text: str):
+    """One CSV cell as its column's type: "" is missing; floats parse back exactly from the
+    shortest repr pandas writes."""
+    if text == "":
+        return None
+    kind = table.BY_NAME[name].dtype
+    if kind == "float":
+        return float(text)
+    if kind == "int":
+        return int(float(text))
+    if kind == "bool":
+        low = text.strip().lower()
+        if low not in ("true", "false"):
+            raise ValueError(f"harness-csv: {name} must be True or False, got {text!r}")
+        return low == "true"
+    return text
+
+
+def csv_row(rec: dict, source_file: str) -> dict:
+    """The tidy row of one record of csv.DictReader over our CSV export (for streamed reading)."""
+    unknown = [k for k in rec if k not in table.BY_NAME]
+    if unknown:
+        raise ValueError(f"harness-csv: unknown columns {unknown[:5]}")
+    return table.empty_row() | {k: _typed(k, v if v is not None else "") for k, v in rec.items()} | {
+        "source_format": "harness-csv", "source_file": source_file}
+
+
 def csv_rows(text: str, source_file: str) -> list[dict]:
     """Tidy rows of a CSV written by `harness export --format csv`."""
-    import pandas as pd
-
-    header = pd.read_csv(io.StringIO(text), nrows=0).columns
-    dtypes = {c: _DTYPES[table.BY_NAME[c].dtype] for c in header if c in table.BY_NAME}
-    df = pd.read_csv(io.StringIO(text), dtype=dtypes, keep_default_na=False,
-                     na_values=[""])
-    return _rows(df, "harness-csv", source_file)
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    if not sniff_csv_header(reader.fieldnames or []):
+        raise ValueError("harness-csv: not the header of a tidy sample table")
+    return [csv_row(rec, source_file) for rec in reader]
 
 
 def parquet_rows(data: bytes, source_file: str) -> list[dict]:
