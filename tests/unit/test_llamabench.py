@@ -349,14 +349,17 @@ def test_dump_leaves_failed_samples_out_of_the_tests_but_carries_them(run_frame)
     assert back["status"].tolist() == ["failed", "ok"]
 
 
-def test_runs_without_an_ok_sample_ride_in_the_first_test(run_frame):
+def test_runs_without_an_ok_sample_ride_along_spread_over_the_tests(run_frame):
     failed = run_frame.copy()
     failed["run_id"], failed["status"], failed["error"] = "f" * 32, "failed", "load failed"
-    both = pd.concat([run_frame, failed], ignore_index=True)
+    failed2 = failed.assign(run_id="e" * 32)
+    both = pd.concat([run_frame, failed, failed2], ignore_index=True)
     tests = lb.tests(both)
-    assert len(tests) == 2  # the failed run has no test of its own...
+    assert len(tests) == 2  # the failed runs have no test of their own...
+    carried = [[r["run"]["run_id"] for r in t["harness"]["runs"]] for t in tests]
+    assert carried == [[run_frame["run_id"][0], "f" * 32], [run_frame["run_id"][0], "e" * 32]]
     back = table.frame(lb.rows(lb.dump(both, "llama-bench-csv"), "llama-bench-csv", "x"))
-    assert (back["status"] == "failed").sum() == 2 and set(back["error"].dropna()) == {"load failed"}
+    assert (back["status"] == "failed").sum() == 4 and set(back["error"].dropna()) == {"load failed"}
     # ...and an export of failed runs only is one test without samples, as llama-bench has none
     (only,) = lb.tests(failed.iloc[:1])
     assert only["samples_ts"] == [] and only["avg_ts"] == 0.0 and only["avg_ns"] == 0

@@ -13,8 +13,10 @@ One llama-bench *test* is one configuration with `samples_ns` (one per repetitio
 - no samples arrays (llama-bench's csv and sql printers never write them): one row from avg_ns/avg_ts.
 
 Only llama-bench's json/jsonl printers write `samples_ns` / `samples_ts`. Our writer adds them to
-csv and sql too (space-separated numbers, as trailing columns) so that an export loses nothing;
-compare-llama-bench.py ignores columns it does not know.
+csv and sql too (space-separated numbers, as trailing columns), and a last `harness` field with the
+run's own tidy rows (`formats.embedded`), which the reader prefers to the llama-bench fields, so an
+export read back loses nothing; compare-llama-bench.py ignores fields it does not know. How
+build_commit, model_type and n_depth are written for our runs: `llamabench_write`.
 
 The SQL printer writes `CREATE TABLE IF NOT EXISTS llama_bench (...)` and one
 `INSERT INTO llama_bench (...) VALUES ('...', ...);` per test (older builds named the table `test`;
@@ -22,7 +24,8 @@ both are read). SQL is never trusted: see `llamabench_sql.records`.
 
 The jobs live in sibling modules, and their public names are importable from here:
 `llamabench_spec` (the field list both directions share), `llamabench_read` (sniff, rows),
-`llamabench_sql` (the locked-down SQL loader), `llamabench_write` (dump, tests).
+`llamabench_sql` (the locked-down SQL loader), `llamabench_write` (dump, tests), `llamabench_desc`
+(llama_model_desc() names and build commits).
 """
 
 from __future__ import annotations

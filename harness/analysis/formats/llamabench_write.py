@@ -52,8 +52,8 @@ def dump(df, fmt: str, carry: bool = True) -> str:
 def tests(df) -> list[dict]:
     """The llama-bench tests (dicts over FIELDS, typed as FIELD_TYPES says) of a tidy frame. Each
     run's tests carry all its rows, failed ones included, in `harness`; a run with no ok sample
-    has no test of its own and rides along in the first test of the export (in a test without
-    samples when the export has no other)."""
+    has no test of its own and rides along in one of the others, spread over them (in a test
+    without samples when the export has no other)."""
     out: list[dict] = []
     orphans = []
     for _, run in df.groupby(df["run_id"].fillna(""), sort=False, dropna=False):
@@ -66,9 +66,10 @@ def tests(df) -> list[dict]:
             t["harness"] = carried
         out.extend(made)
     if orphans and out:
-        first = out[0]
-        out[0] = first | {"harness": {**first["harness"],
-                                      "runs": first["harness"]["runs"] + embedded.pack(orphans)["runs"]}}
+        # spread over the tests, so no one field grows past what csv readers take (128 KiB a field)
+        for k, run in enumerate(orphans):
+            t = out[k % len(out)]
+            t["harness"] = {**t["harness"], "runs": t["harness"]["runs"] + [embedded.pack_run(run)]}
     elif orphans:
         for run in orphans:
             row = run.iloc[0]
