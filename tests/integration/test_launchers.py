@@ -123,19 +123,20 @@ def test_slurm_preset_takes_partition_account_and_resources_from_the_environment
     lc = _launcher(["hydra/launcher=slurm", f"results_dir={tmp_path}", "sweep_name=sl"])
     assert lc["_target_"].endswith("SlurmLauncher")
     assert (lc["partition"], lc["account"]) == ("gpu-h100", "proj42")
-    assert (lc["gpus_per_node"], lc["tasks_per_node"], lc["nodes"]) == (1, 1, 1)  # one GPU, one job
+    # GPUs unset: fitted at launch to the partition (one per job on GPU nodes, harness/slurm.py)
+    assert (lc["gpus_per_node"], lc["tasks_per_node"], lc["nodes"]) == (None, 1, 1)
     assert (lc["cpus_per_task"], lc["mem_gb"], lc["timeout_min"]) == (12, 64, 30)
     assert lc["submitit_folder"] == f"{tmp_path}/sl/.submitit/%j"
 
 
 def test_slurm_preset_defaults_and_overrides(monkeypatch, tmp_path):
     for k in ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "HARNESS_SLURM_CPUS", "HARNESS_SLURM_MEM_GB",
-              "HARNESS_JOB_TIMEOUT_MIN"):
+              "HARNESS_SLURM_GPUS", "HARNESS_JOB_TIMEOUT_MIN"):
         monkeypatch.delenv(k, raising=False)
     lc = _launcher(["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=4",
                     f"results_dir={tmp_path}", "sweep_name=sl"])
     assert (lc["partition"], lc["account"], lc["cpus_per_task"]) == ("debug", None, 4)
-    assert (lc["mem_gb"], lc["timeout_min"]) == (32, 120)
+    assert (lc["mem_gb"], lc["timeout_min"]) == (None, 0)  # fitted to the partition at launch
 
 
 def test_local_preset_keeps_submitit_files_in_the_sweep_folder(tmp_path):
