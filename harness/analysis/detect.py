@@ -20,6 +20,7 @@ import csv
 import io
 import os
 import re
+from collections import Counter
 from typing import Any, Iterator
 
 import orjson
@@ -232,9 +233,12 @@ def _object_kind(o: dict) -> str | None:
 
 def _object_rows(kind: str, objs, rel: str, reading: Reading, first: dict):
     if kind == "ollama-api":
-        rows, note = foreign.ollama_api_rows(objs, rel)
-        reading.notes.append(note)
-        return rows
+        counts: Counter = Counter()
+
+        def rows():
+            yield from foreign.ollama_api_iter(objs, rel, counts)
+            reading.notes.append(foreign.ollama_api_note(counts))
+        return rows()
     if kind == "aiperf-records":
         return loadgen.aiperf_records(objs, rel, reading)
     if kind == "llama-server":

@@ -84,32 +84,46 @@ def base_row(fmt: str, rel: str, **kw) -> dict:
     return row
 
 
-def ollama_api_rows(objs: list, rel: str) -> tuple[list[dict], str | None]:
-    out: list[dict] = []
+def ollama_api_rows(objs, rel: str) -> tuple[list[dict], str | None]:
+    """(rows, note) of Ollama API responses (a document's list)."""
+    counts: Counter = Counter()
+    rows = list(ollama_api_iter(objs, rel, counts))
+    return rows, ollama_api_note(counts)
+
+
+def ollama_api_note(counts: Counter) -> str | None:
+    n = counts["chunks"]
+    return f"{n} streamed partial responses without timings ignored" if n else None
+
+
+def ollama_api_iter(objs, rel: str, counts: Counter):
+    """The rows of Ollama API responses one at a time (JSON Lines stream through here); streamed
+    partial responses without timings are counted in counts["chunks"]."""
     reps: Counter = Counter()
-    chunks = 0
+    ids: dict = {}
     for o in objs:
         if not isinstance(o, dict):
             continue
         if not (OLLAMA_API_KEYS & o.keys()) and not o.get("error"):
-            chunks += 1  # a streamed partial response: its timings are in the final object
+            counts["chunks"] += 1  # a streamed partial response: its timings are in the final object
             continue
         model = o.get("model") if isinstance(o.get("model"), str) else None
         load_ms = scaled(o.get("load_duration"), 1e-6)
         total_ms = scaled(o.get("total_duration"), 1e-6)
-        row = base_row("ollama-api", rel, engine="ollama", job="ollama", model=model,
-                    run_id=synthetic_id(rel, model), started_at=o.get("created_at"),
-                    load_ms=load_ms, prompt_eval_ms=scaled(o.get("prompt_eval_duration"), 1e-6),
-                    n_prompt_tokens=num(o.get("prompt_eval_count")), n_gen_tokens=num(o.get("eval_count")),
-                    decode_ms=scaled(o.get("eval_duration"), 1e-6),
-                    decode_tps=ratio(o.get("eval_count"), o.get("eval_duration"), 1e-9),
-                    prefill_tps=ratio(o.get("prompt_eval_count"), o.get("prompt_eval_duration"), 1e-9),
-                    e2e_ms=None if total_ms is None else total_ms - (load_ms or 0.0),
-                    error=o.get("error"))
-        row["rep"] = reps[row["run_id"]]
-        reps[row["run_id"]] += 1
-        out.append(row)
-    return out, (f"{chunks} streamed partial responses without timings ignored" if chunks else None)
+        rid = ids.get(model)
+        if rid is None:
+            rid = ids[model] = synthetic_id(rel, model)
+        row = {"source_format": "ollama-api", "source_file": rel, "engine": "ollama", "job": "ollama",
+               "model": model, "run_id": rid, "started_at": o.get("created_at"),
+               "load_ms": load_ms, "prompt_eval_ms": scaled(o.get("prompt_eval_duration"), 1e-6),
+               "n_prompt_tokens": num(o.get("prompt_eval_count")), "n_gen_tokens": num(o.get("eval_count")),
+               "decode_ms": scaled(o.get("eval_duration"), 1e-6),
+               "decode_tps": ratio(o.get("eval_count"), o.get("eval_duration"), 1e-9),
+               "prefill_tps": ratio(o.get("prompt_eval_count"), o.get("prompt_eval_duration"), 1e-9),
+               "e2e_ms": None if total_ms is None else total_ms - (load_ms or 0.0),
+               "error": o.get("error"), "rep": reps[rid]}
+        reps[rid] += 1
+        yield row
 
 
 def pytest_benchmark_rows(doc: dict, rel: str) -> tuple[list[dict], str | None, list[dict]]:

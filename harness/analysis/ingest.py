@@ -40,7 +40,7 @@ from .normalise import Normaliser
 from .reading import check_aggregates
 
 #: Rows turned into a typed frame at a time (bounds the per-row Python objects alive at once).
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def ingest(paths: Iterable[str | os.PathLike], *, max_file_bytes: int = MAX_FILE
             aggregates.extend(file_aggs)
             reports.append(FileReport(rel, fmt, n_rows, n_failed, reason, mtime, root_s, note,
                                       n_aggregates=len(file_aggs), n_rejected=norm.n_rejected))
-    frame = (pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]) if chunks else table.frame([])
+    frame = table.concat(chunks)
     agg = pd.DataFrame(aggregates, columns=list(table.AGGREGATE_COLUMNS))
     offload_lines = apply_offload(frame, agg, model_layers or {})
     return IngestResult(frame=frame, files=reports, warnings=warnings, aggregates=agg, offload=offload_lines)

@@ -133,6 +133,21 @@ def frame(rows: list[dict]):
     return df
 
 
+def concat(chunks: list) -> "pd.DataFrame":  # noqa: F821 - pandas is imported where it is used
+    """One frame of the chunk frames `frame` made (emptied from the list as it goes): column by
+    column, so that at most one column exists twice at a time (a large table is not copied whole)."""
+    import pandas as pd
+
+    if not chunks:
+        return frame([])
+    if len(chunks) == 1:
+        return chunks.pop()
+    parts = [dict(c.items()) for c in chunks]
+    chunks.clear()
+    cols = {name: pd.concat([p.pop(name) for p in parts], ignore_index=True) for name in NAMES}
+    return pd.DataFrame(cols, copy=False)
+
+
 def rows_from_record(rec: dict, source_file: str) -> list[dict]:
     """Sample rows of one of our run.json records (one per repetition; one failed row when the run
     failed before measuring anything)."""
