@@ -150,10 +150,11 @@ def test_llama_bench_import_is_timed_by_its_own_metric():
     assert tg["extra_info"]["decode_tps"] == pytest.approx(statistics.fmean([107.5, 106.9, 108.2, 109.1, 106.0]))
 
 
-def test_pytest_benchmark_reads_the_export(df, tmp_path):
+def test_pytest_benchmark_reads_the_export(tmp_path):
     pytest.importorskip("pytest_benchmark.cli")
     path = tmp_path / "0001_export.json"
-    path.write_text(ex.export(df, "pytest-benchmark"))
+    path.write_text(ex.export(sweep_frame(), "pytest-benchmark"))  # a failed run: a harness key at the top
+    assert embedded.KEY in json.loads(path.read_text())
     proc = subprocess.run([sys.executable, "-c", "from pytest_benchmark.cli import main; main()", "compare",
                            str(path)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
