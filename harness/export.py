@@ -6,11 +6,12 @@
 - "llama-bench-json" | "-jsonl" | "-csv" | "-sql": llama-bench's printers (formats.llamabench.dump),
   readable by llama.cpp's scripts/compare-llama-bench.py.
 
-Every format carries the whole sample table, so analysing an export gives the configurations and
+Every format carries the whole sample table, so an export read back gives the configurations and
 statistics of the folders it came from: csv and parquet are that table (read back by
 formats.tidy); the others carry each run's rows in a `harness` field beside what the tool itself
-reads (formats.embedded): in each llama-bench test, in each benchmark's extra_info, and for runs
-without an ok sample (no benchmark of their own) at the top of the pytest-benchmark document.
+reads (formats.embedded; the llama-bench reader prefers it): in each llama-bench test, in each
+benchmark's extra_info, and for runs without an ok sample (no benchmark of their own) at the top
+of the pytest-benchmark document.
 
 Returns data; writing it anywhere is the caller's job.
 """
