@@ -115,12 +115,21 @@ def register() -> None:
 
     sys.modules.setdefault(PLUGIN_MODULE, sys.modules[__name__])  # so Hydra's instantiate finds it by that name
     Plugins.instance().register(RoundsLauncher)
-    try:  # the Slurm launcher needs the cluster extra (hydra-submitit-launcher)
-        from . import slurm
-    except ImportError:
-        return
-    for name, cls in slurm.plugin_names().items():
-        # Its class keeps its own module (the jobs unpickle it from there); Hydra finds it by the
-        # name the preset gives (conf/hydra/launcher/slurm.yaml).
-        Plugins.instance().register(cls)
-        Plugins.instance().class_name_to_class[name] = cls
+    import importlib
+    import warnings
+
+    # conf/hydra/launcher/ray.yaml shares its name with hydra-ray-launcher's own config on purpose
+    # (`hydra/launcher=ray` selects the preset); Hydra 1.3 merges the two and warns about it.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema",
+                            category=UserWarning)
+    # The Slurm and Ray launchers need their extras (hydra-submitit-launcher, hydra-ray-launcher).
+    for module in ("slurm", "raylaunch"):
+        try:
+            mod = importlib.import_module(f".{module}", __package__)
+        except ImportError:
+            continue
+        for name, cls in mod.plugin_names().items():
+            # The class keeps its own module (jobs unpickle it from there); Hydra finds it by the
+            # name its preset gives (conf/hydra/launcher/slurm.yaml, ray.yaml).
+            Plugins.instance().register(cls)
+            Plugins.instance().class_name_to_class[name] = cls
