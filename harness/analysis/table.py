@@ -120,17 +120,20 @@ def frame(rows: list[dict]):
     """A pandas DataFrame with every column, in order, with the declared dtypes."""
     import pandas as pd
 
-    df = pd.DataFrame(rows, columns=list(NAMES))
+    # Column by column into one frame without a shared object block: a large table built from
+    # chunks keeps no per-row Python objects alive.
+    cols = {}
     for c in COLUMNS:
+        s = pd.Series([r.get(c.name) for r in rows], dtype=object)
         if c.dtype == "float":
-            df[c.name] = pd.to_numeric(df[c.name], errors="coerce").astype("float64")
+            cols[c.name] = pd.to_numeric(s, errors="coerce").astype("float64")
         elif c.dtype == "int":
-            df[c.name] = pd.to_numeric(df[c.name], errors="coerce").astype("Int64")
+            cols[c.name] = pd.to_numeric(s, errors="coerce").astype("Int64")
         elif c.dtype == "bool":
-            df[c.name] = df[c.name].astype("boolean")
+            cols[c.name] = s.astype("boolean")
         else:
-            df[c.name] = df[c.name].astype("string")
-    return df
+            cols[c.name] = s.astype("string")
+    return pd.DataFrame(cols, columns=list(NAMES), copy=False)
 
 
 def concat(chunks: list) -> "pd.DataFrame":  # noqa: F821 - pandas is imported where it is used
