@@ -28,7 +28,7 @@ import orjson
 from ..record import SCHEMA_VERSION
 from . import bymeaning, columns, files, foreign, table
 from .files import Skip
-from .formats import llamabench, loadgen, optimum, servers
+from .formats import embedded, llamabench, loadgen, optimum, servers, tidy
 from .reading import Reading
 
 JSON_EXTS = frozenset({".json", ".jsonl", ".ndjson"})
@@ -47,6 +47,13 @@ def read_file(path: str, rel: str, st: os.stat_result, limit: int) -> Reading:
     closing = True
     try:
         head = raw.read(files.HEAD_BYTES) or b""
+        if head[:4] == tidy.PARQUET_MAGIC:  # our `harness export --format parquet`
+            if size > files.MAX_DOCUMENT_BYTES:
+                raise Skip(f"Parquet file larger than {files.MAX_DOCUMENT_BYTES >> 20} MiB, the cap for files read whole")
+            data = head + _read_rest(raw, limit)
+            if not tidy.is_parquet(data):
+                raise Skip("binary file")
+            return Reading("harness-parquet", tidy.parquet_rows(data, rel))
         start = files.check_head(head)
         ext = os.path.splitext(rel)[1].lower()
         head_text = head[start:].decode("utf-8", errors="ignore")
@@ -115,6 +122,8 @@ def _whole(text: str, data: bytes, rel: str, ext: str) -> Reading:
     body = text[start:]
     end = body.find("\n")
     header = next(csv.reader([body if end < 0 else body[:end]]), [])
+    if tidy.sniff_csv_header(header):
+        return _tidy(csv.reader(io.StringIO(body)), rel)
     lay = columns.layout(header)
     if lay.readable:
         return _table(csv.reader(io.StringIO(body)), rel, lay)
@@ -147,24 +156,44 @@ def _table(records: Iterator[list[str]], rel: str, lay: columns.Layout | None = 
     return reading
 
 
+def _tidy(records: Iterator[list[str]], rel: str) -> Reading:
+    """Our own tidy-table CSV export (`harness export --format csv`), row by row."""
+    header = [h.strip() for h in next(records)]
+
+    def rows():
+        for rec in records:
+            if not any(f.strip() for f in rec):
+                continue
+            if len(rec) != len(header):
+                raise ValueError(f"harness-csv: a row of {len(rec)} fields under a header of {len(header)}")
+            yield tidy.csv_row(dict(zip(header, rec)), rel)
+
+    return Reading("harness-csv", rows())
+
+
 def _csv_stream(raw, head: bytes, start: int, rel: str, head_text: str) -> Reading:
     """A large CSV, streamed (only CSV read by meaning: other text formats are parsed whole)."""
     end = head_text.find("\n")
     header = next(csv.reader([head_text if end < 0 else head_text[:end]]), [])
     lay = columns.layout(header)
-    if not lay.readable:
+    ours = tidy.sniff_csv_header(header)
+    if not lay.readable and not ours:
         raise Skip(f"{'CSV with unknown header (' + lay.why_not() + ')' if len(header) > 1 else 'no known format'}"
                    f" (text over {files.MAX_DOCUMENT_BYTES >> 20} MiB is read only as CSV)", "unrecognised")
     raw.seek(0) if raw.seekable() else None
     os.lseek(raw.fd, start, os.SEEK_SET)
     raw.total = start
     text = io.TextIOWrapper(io.BufferedReader(raw, 1 << 20), encoding="utf-8", errors="strict", newline="")
-    reading = _table(csv.reader(text), rel, lay)
+    reading = _tidy(csv.reader(text), rel) if ours else _table(csv.reader(text), rel, lay)
     inner = reading.rows
 
     def rows():
         try:
             yield from inner
+        except UnicodeDecodeError as e:
+            raise Skip(f"not UTF-8 (invalid byte after {raw.total} bytes: {e.reason})") from None
+        except csv.Error as e:
+            raise Skip(f"malformed CSV ({e})") from None
         finally:
             text.close()
 
@@ -272,6 +301,9 @@ def from_json(data: Any, rel: str) -> Reading | None:
     if isinstance(data, dict) and "schema_version" in data and "experiment" in data:
         raise Skip("an experiment's own record (harness experiment), not sweep data")
     if isinstance(data, dict) and isinstance(data.get("benchmarks"), list) and "machine_info" in data:
+        carried = embedded.pytest_benchmark_rows(data, rel)  # our export: the runs' own rows
+        if carried is not None:
+            return Reading("pytest-benchmark", carried)
         rows, note, aggs = foreign.pytest_benchmark_rows(data, rel)
         return Reading("pytest-benchmark", rows, aggs, [note])
     for reader in (loadgen.vllm, loadgen.guidellm, loadgen.aiperf_json, optimum.report):

@@ -27,6 +27,7 @@ the table, not with the file's text or per-row Python objects.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -155,6 +156,13 @@ def ingest(paths: Iterable[str | os.PathLike], *, max_file_bytes: int = MAX_FILE
                 file_aggs, agg_warnings = check_aggregates(reading.aggregates, rel)
             except Skip as s:
                 reports.append(FileReport(rel, s.kind, reason=s.reason, mtime=mtime, root=root_s))
+                continue
+            except UnicodeDecodeError as e:  # a streamed file that stops being UTF-8 part way
+                reports.append(FileReport(rel, "skipped", reason=f"not UTF-8 (invalid byte: {e.reason})",
+                                          mtime=mtime, root=root_s))
+                continue
+            except csv.Error as e:
+                reports.append(FileReport(rel, "skipped", reason=f"malformed CSV ({e})", mtime=mtime, root=root_s))
                 continue
             except Exception as e:  # noqa: BLE001 - the per-file boundary: record why, go on
                 reports.append(FileReport(rel, "skipped", reason=f"could not read: {type(e).__name__}: {e}",

@@ -336,3 +336,28 @@ def test_hostile_values_are_rejected_per_row_with_reasons(root):
     assert df["decode_tps"].isna().all() and list(df["status"]) == ["ok", "ok", "ok", "failed", "failed"]
     reasons = " | ".join(res.warnings)
     assert "not finite in 1 row" in reasons and "negative in 1 row" in reasons and "plausible maximum" in reasons
+
+
+def test_our_exports_are_read_back_by_ingest(root, tmp_path):
+    from harness.export import export
+
+    src = ingest([DATA / "runs", DATA / "foreign" / "ollama_config_calls.csv"]).frame
+    for fmt, name in (("csv", "x.csv"), ("parquet", "x.parquet"), ("pytest-benchmark", "pb.json")):
+        data = export(src, fmt)
+        (root / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+    res = ingest([root])
+    got = {f.path: (f.kind, f.n_rows, f.n_failed) for f in res.files}
+    n, n_failed = len(src), int((src["status"] == "failed").sum())
+    assert got == {"x.csv": ("harness-csv", n, n_failed), "x.parquet": ("harness-parquet", n, n_failed),
+                   "pb.json": ("pytest-benchmark", n, n_failed)}
+    back = rows_of(res, "x.csv")
+    assert sorted(back["decode_tps"].dropna()) == sorted(src["decode_tps"].dropna())
+
+
+def test_a_streamed_csv_that_stops_being_utf8_is_skipped_with_the_reason(root, monkeypatch):
+    (root / "calls.csv").write_bytes((CALLS + "x,m,8,0.1,40,\n" * 300).encode() + b"x,m,8,0.1,\xff\xfe,\n")
+    monkeypatch.setattr(files, "MAX_DOCUMENT_BYTES", 1024)
+    monkeypatch.setattr(detect.files, "HEAD_BYTES", 512)
+    res = ingest([root])
+    f = one(res, "calls.csv")
+    assert f.kind == "skipped" and f.reason.startswith("not UTF-8") and len(res.frame) == 0
