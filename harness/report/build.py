@@ -69,6 +69,13 @@ def build(an, out_dir: Path, narrative=None) -> tuple[Document, dict]:
     s = doc.section("Data ingestion")
     summ = an.ingest.summary()
     s.add(Table(("what", "count"), tuple((k, str(v)) for k, v in _flat_counts(summ))))
+    read = [f for f in an.ingest.files if f.recognised and (f.note or f.n_aggregates or f.n_rejected)]
+    if read:
+        s.add(Table(("file", "format", "samples", "failed", "aggregates", "rows with rejected values", "how it was read"),
+                    tuple((f.path, f.kind, str(f.n_rows), str(f.n_failed), str(f.n_aggregates), str(f.n_rejected),
+                           f.note or "-") for f in read[:200]),
+                    caption="Files read, with how: units taken from values, columns not used, pre-aggregated "
+                            "values, where a tool's definitions differ from ours"))
     skipped = [f for f in an.ingest.files if f.reason and f.reason != "derived harness file"]
     if skipped:
         s.add(Table(("file", "kind", "reason"), tuple((f.path, f.kind, f.reason) for f in skipped[:200]),

@@ -218,6 +218,7 @@ def test_report_names_the_offload_parameter_and_shows_aggregates(root, tmp_path)
     assert ". Aggregates\n" in md and "decode_tps mean 51 tok/s" in md
     assert "n_gpu_layers (num_gpu)" in md and "Offload parameter: num_gpu" in md
     assert "num_gpu=999 (effective 35)" in md
+    assert "Files read, with how" in md and "columns not used: seed" in md
     assert (tmp_path / "analysis" / "aggregates.csv").exists()
 
 

@@ -51,8 +51,9 @@ def _ms(v: Any, unit: str | None) -> float | None:
     if x is None:
         return None
     u = (unit or "ms").lower()
-    u = {"sec": "s", "seconds": "s", "secs": "s", "millis": "ms"}.get(u, u)
-    return x * columns.DURATION_MS.get(u, 1.0)
+    u = {"sec": "s", "seconds": "s", "secs": "s", "millis": "ms", "nanoseconds": "ns"}.get(u, u)
+    factor = columns.DURATION_MS.get(u)
+    return None if factor is None else x * factor  # a unit we do not know is not guessed
 
 
 def _percentiles(xs: list[float]) -> tuple[float | None, float | None]:
