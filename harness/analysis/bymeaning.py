@@ -255,7 +255,7 @@ class TableReader:
 
 # --- JSON documents of unknown shape ---------------------------------------------------------------------
 
-def _scalar(v) -> bool:
+def scalar(v) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
 
 
@@ -279,7 +279,7 @@ def json_records(doc: Any, rel: str, max_records: int = 100_000) -> Reading | No
         for k, v in node.items():
             if not isinstance(k, str):
                 continue
-            if _scalar(v):
+            if scalar(v):
                 p = columns.parse(k)
                 c = p.canonical
                 if c is None or c.role == "ignored":
@@ -290,7 +290,7 @@ def json_records(doc: Any, rel: str, max_records: int = 100_000) -> Reading | No
                     here[c.name if c.role != "param" else ("param", c.name)] = (p, v)
             elif isinstance(v, dict) and k.lower() in CONFIG_KEYS:
                 for kk, vv in v.items():
-                    if isinstance(kk, str) and _scalar(vv):
+                    if isinstance(kk, str) and scalar(vv):
                         p = columns.parse(kk)
                         if p.canonical is not None and p.canonical.role in ("param", "meta"):
                             key = ("param", p.canonical.name) if p.canonical.role == "param" else p.canonical.name

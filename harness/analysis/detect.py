@@ -256,7 +256,7 @@ def _object_kind(o: dict) -> str | None:
         return "aiperf-records"
     if servers.is_llama_server(o):
         return "llama-server"
-    header = [k for k, v in o.items() if bymeaning._scalar(v)]
+    header = [k for k, v in o.items() if bymeaning.scalar(v)]
     return "flat" if columns.layout(header).readable else None
 
 
@@ -272,7 +272,7 @@ def _object_rows(kind: str, objs, rel: str, reading: Reading, first: dict):
         return loadgen.aiperf_records(objs, rel, reading)
     if kind == "llama-server":
         return servers.llama_server_rows(objs, rel, reading)
-    header = [k for k, v in first.items() if bymeaning._scalar(v)]
+    header = [k for k, v in first.items() if bymeaning.scalar(v)]
     reader = bymeaning.TableReader(header, rel, reading, [[first.get(k) for k in header]])
     reading.fmt = "json"
     return reader.rows([o.get(k, "") if o.get(k) is not None else "" for k in header] for o in objs)
@@ -324,9 +324,9 @@ def from_json(data: Any, rel: str) -> Reading | None:
         r.rows = list(loadgen.aiperf_records(dicts, rel, r))
         return r
     if isinstance(data, list) and dicts and len(dicts) == len(data) and not _llamabench_doc(data):
-        header = list(dict.fromkeys(k for o in dicts[:SAMPLE_ROWS] for k, v in o.items() if bymeaning._scalar(v)))
+        header = list(dict.fromkeys(k for o in dicts[:SAMPLE_ROWS] for k, v in o.items() if bymeaning.scalar(v)))
         lay = columns.layout(header)
-        if lay.readable and all(bymeaning._scalar(v) or k not in header for o in dicts[:5] for k, v in o.items()):
+        if lay.readable and all(bymeaning.scalar(v) or k not in header for o in dicts[:5] for k, v in o.items()):
             r = Reading("json")
             sample = [[o.get(k, "") for k in header] for o in dicts[:SAMPLE_ROWS]]
             reader = bymeaning.TableReader(header, rel, r, sample, lay)

@@ -27,7 +27,7 @@ MAX_DOCUMENT_BYTES = 32 * 2**20
 HEAD_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 64
 DERIVED_FILES = frozenset({"runs.csv", "runs.parquet", "sweep.json", "multirun.yaml", "tokens.csv",
-                           "telemetry.csv", "engine_load.log", "run.log"})
+                           "telemetry.csv", "engine_load.log", "run.log", "drift.json"})
 DERIVED_DIRS = frozenset({".hydra"})
 TMP_PREFIX = ".tmp-"
 # Folders that `harness analyze` / `harness report` write, recognised by their marker file.

@@ -1,16 +1,19 @@
 """Ingest: walk result folders and foreign benchmark files into the tidy sample table.
 
-Files are recognised by content (the extension is only a hint): our run.json records, llama.cpp
-`llama-bench` output (json/jsonl/csv/sql, read by `formats.llamabench`), pytest-benchmark JSON,
-and the CSVs and API responses of Ollama-style tools. Every file found gets a `FileReport`:
-recognised (with its row counts), "skipped" (with the reason it was not read) or "unrecognised".
+Files are recognised by content (the extension is only a hint): our run.json records and our own
+exports (tidy CSV / Parquet, carried rows), llama.cpp `llama-bench` output (json/jsonl/csv/sql,
+read by `formats.llamabench`), pytest-benchmark JSON, Ollama API responses and `--verbose` text,
+llama-server responses, vLLM / GuideLLM / AIPerf / optimum-benchmark results (`formats/`), and any
+table or JSON document read by what its columns mean (`columns`, `bymeaning`). Every file found
+gets a `FileReport`: recognised (with its row, failure, aggregate and rejection counts and a note
+on how it was read), "skipped" (with the reason it was not read) or "unrecognised".
 
 The steps, one module each: `files` (safe walking and reading: symlinks never followed, files
 opened with O_NOFOLLOW and read only up to a size limit, JSON nesting capped before parsing,
 nothing unpickled, evaluated or loaded as YAML), `detect` (the format by content, and the reader
-that turns it into rows: `foreign`, `formats.llamabench`, `table.rows_from_record`), `normalise`
-(implausible values dropped with a warning; junk made failed rows). A bad file never stops the
-ingest.
+that turns it into a `reading.Reading`), `normalise` (implausible values dropped with a warning;
+junk made failed rows), `offload` (num_gpu as the layers actually offloaded). A bad file never
+stops the ingest.
 
 Junk is not data: a row that carries an error, or whose metrics are all zero or empty, becomes a
 failed row with its metrics missing, so it is counted as a failure and never averaged as 0. Nor is

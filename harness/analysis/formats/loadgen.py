@@ -46,7 +46,7 @@ def _p(stat: str) -> str:
     return "mean" if stat == "avg" else "std" if stat in ("std_dev", "stdev", "std") else stat
 
 
-def _ms(v: Any, unit: str | None) -> float | None:
+def to_ms(v: Any, unit: str | None) -> float | None:
     x = num(v)
     if x is None:
         return None
@@ -100,14 +100,14 @@ def vllm(doc: Any, rel: str) -> Reading | None:
                 continue
             gaps = [g for g in (itls[i] if i < len(itls) and isinstance(itls[i], list) else []) if num(g) is not None]
             n = num(outs[i]) if i < len(outs) else None
-            ttft = _ms(t, "s")
+            ttft = to_ms(t, "s")
             decode_s = sum(gaps) if gaps else None
             p50, p99 = _percentiles([g * 1e3 for g in gaps])
             row.update(ttft_ms=ttft, n_gen_tokens=n, n_prompt_tokens=num(ins[i]) if i < len(ins) else None,
                        decode_ms=None if decode_s is None else decode_s * 1e3,
                        decode_tps=(n - 1) / decode_s if n and n > 1 and decode_s else None,
                        itl_p50_ms=p50, itl_p99_ms=p99,
-                       e2e_ms=_ms(e2els[i], "s") if i < len(e2els) else (
+                       e2e_ms=to_ms(e2els[i], "s") if i < len(e2els) else (
                            None if ttft is None or decode_s is None else ttft + decode_s * 1e3))
             rows.append(row)
     else:
@@ -201,7 +201,7 @@ def guidellm(doc: Any, rel: str) -> Reading | None:
                 t = r.get("timings") if isinstance(r.get("timings"), dict) else {}
                 itl = num(r.get("inter_token_latency_ms"))
                 row = dict(base, rep=n_rows, ttft_ms=num(r.get("time_to_first_token_ms")),
-                           e2e_ms=_ms(r.get("request_latency"), "s"),
+                           e2e_ms=to_ms(r.get("request_latency"), "s"),
                            n_gen_tokens=num(r.get("output_tokens")), n_prompt_tokens=num(r.get("prompt_tokens")),
                            decode_tps=1000.0 / itl if itl and itl > 0 else None)
                 if row["e2e_ms"] is None and num(t.get("request_end")) is not None and num(t.get("request_start")):
@@ -224,7 +224,7 @@ def guidellm(doc: Any, rel: str) -> Reading | None:
                 flat.update({k if k.startswith("p") else f"p{k}": v for k, v in stats["percentiles"].items()})
             for stat in ("mean", "median", "std_dev", "min", "max", "p50", "p90", "p95", "p99"):
                 v = flat.get(stat)
-                got = claim(base, metric, _p(stat), _ms(v, unit) if unit else v, n_claimed or num(flat.get("count")))
+                got = claim(base, metric, _p(stat), to_ms(v, unit) if unit else v, n_claimed or num(flat.get("count")))
                 if got is not None:
                     reading.aggregates.append(got)
     reading.rows = rows
@@ -262,11 +262,11 @@ def aiperf_records(objs: Iterable[dict], rel: str, reading: Reading) -> Iterator
         row = base_row("aiperf-records", rel, engine="aiperf", job="aiperf", run_id=run_id, rep=i)
         for name, col in (("time_to_first_token", "ttft_ms"), ("request_latency", "e2e_ms")):
             v, u = val(name)
-            row[col] = _ms(v, u)
+            row[col] = to_ms(v, u)
         row["n_gen_tokens"] = num(val("output_sequence_length")[0] or val("output_token_count")[0])
         row["n_prompt_tokens"] = num(val("input_sequence_length")[0])
         rate = num(val("output_token_throughput_per_user")[0])
-        itl = _ms(*val("inter_token_latency"))
+        itl = to_ms(*val("inter_token_latency"))
         row["decode_tps"] = rate if rate is not None else (1000.0 / itl if itl else None)
         err = o.get("error")
         if err:
@@ -312,7 +312,7 @@ def aiperf_json(doc: Any, rel: str) -> Reading | None:
 
 def _aiperf_claims(reading: Reading, base: dict, metric: str, unit: str | None, values: dict, n_claimed) -> None:
     for s, v in values.items():
-        x = _ms(v, unit) if metric.endswith("_ms") else num(v)
+        x = to_ms(v, unit) if metric.endswith("_ms") else num(v)
         got = claim(base, metric, _p(s), x, n_claimed)
         if got is not None:
             reading.aggregates.append(got)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..foreign import base_row, num, synthetic_id
 from ..reading import Reading, claim
-from .loadgen import _ms
+from .loadgen import to_ms
 
 TARGETS = ("load", "load_model", "prefill", "decode", "per_token", "forward", "generate", "call")
 _SAMPLE_COL = {"prefill": "prompt_eval_ms", "decode": "decode_ms", "generate": "e2e_ms", "forward": "e2e_ms",
@@ -58,11 +58,11 @@ def report(doc: Any, rel: str) -> Reading | None:
         values = lat.get("values") if isinstance(lat.get("values"), list) else []
         col = "load_ms" if name.startswith("load") else _SAMPLE_COL.get(name)
         if col and values:
-            series[col] = [_ms(v, unit) for v in values]
+            series[col] = [to_ms(v, unit) for v in values]
         else:
             metric = "itl_ms" if name == "per_token" else f"{name}_latency_ms"
             for stat in ("mean", "p50", "p90", "p95", "p99"):
-                got = claim(base, metric, stat, _ms(lat.get(stat), unit), num(lat.get("count")))
+                got = claim(base, metric, stat, to_ms(lat.get(stat), unit), num(lat.get("count")))
                 if got is not None:
                     reading.aggregates.append(got)
         tp = t.get("throughput")
