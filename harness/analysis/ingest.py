@@ -75,8 +75,8 @@ class IngestResult:
     warnings: list[str] = field(default_factory=list)
     #: Pre-aggregated values (table.AGGREGATE_COLUMNS), one row per claimed value; never samples.
     aggregates: Any = None
-    #: How foreign offload values were read: one line per model whose layer count made several
-    #: requested values one configuration, naming the source's offload parameter.
+    #: How foreign offload values were read: one line per model whose layer count is known,
+    #: naming the source's offload parameter and the requested values that are one configuration.
     offload: list[str] = field(default_factory=list)
 
     @property
@@ -202,8 +202,8 @@ def _take(buf: list[dict], norm: Normaliser, out: list, n_rows: int, n_failed: i
 
 def apply_offload(frame, agg, given: dict) -> list[str]:
     """Set n_gpu_layers_effective of foreign rows (sample and aggregate tables, in place) whose
-    model's offloadable layer count is known (`offload`); one line per model where several
-    requested values became one configuration."""
+    model's offloadable layer count is known (`offload`); one line per such model of the sample
+    table, saying which requested values became one configuration."""
     import pandas as pd
 
     lines = []
@@ -223,10 +223,13 @@ def apply_offload(frame, agg, given: dict) -> list[str]:
             if df is not frame:
                 continue
             at_max = sorted({str(v) for v, e in zip(req, eff) if e == layers}, key=_num_key)
+            params = sorted({str(p) for p in df.loc[sel, "offload_param"].dropna()}) or ["n_gpu_layers"]
             if len(at_max) > 1:
-                params = sorted({str(p) for p in df.loc[sel, "offload_param"].dropna()}) or ["n_gpu_layers"]
                 lines.append(f"{'/'.join(params)} {', '.join(at_max)} on {m or 'the model'}: one configuration "
                              f"(all {layers} offloadable layers; layer count {source})")
+            else:
+                lines.append(f"{'/'.join(params)} on {m or 'the model'}: {layers} offloadable layers (layer count "
+                             f"{source}); no two requested values are the same configuration")
     return lines
 
 

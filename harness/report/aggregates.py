@@ -87,7 +87,7 @@ def offload_paragraph(an) -> Paragraph | None:
     head = (f"Offload parameter: {', '.join(names)} in the source files, read as n_gpu_layers (layers offloaded "
             "to the GPU). ")
     if lines:
-        return Paragraph(head + "Values at or above the model's offloadable layers are one configuration: "
+        return Paragraph(head + "Values at or above the model's offloadable layers are one configuration. "
                          + "; ".join(lines) + ".")
     return Paragraph(head + "The model's layer count is not known (no local GGUF; `--model-layers` gives it), so "
                      "values at or above it could not be recognised as the same configuration.")

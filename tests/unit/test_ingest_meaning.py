@@ -362,3 +362,24 @@ def test_a_streamed_csv_that_stops_being_utf8_is_skipped_with_the_reason(root, m
     res = ingest([root])
     f = one(res, "calls.csv")
     assert f.kind == "skipped" and f.reason.startswith("not UTF-8") and len(res.frame) == 0
+
+
+def test_layer_count_from_an_ollama_manifest(root, tmp_path, monkeypatch):
+    store = tmp_path / "ollama"
+    blob = _gguf(tmp_path / "blob", 18)
+    digest = "sha256:" + "ab" * 32
+    (store / "blobs").mkdir(parents=True)
+    shutil.copy(blob, store / "blobs" / digest.replace(":", "-"))
+    man = store / "manifests" / "registry.ollama.ai" / "library" / "gemma3" / "270m"
+    man.parent.mkdir(parents=True)
+    man.write_text(json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": digest}]}))
+    monkeypatch.setenv("OLLAMA_MODELS", str(store))
+    monkeypatch.setenv("HARNESS_MODELS", str(tmp_path / "none"))
+    (root / "calls.csv").write_text("model,num_gpu,tokens_s\ngemma3:270m,19,50\ngemma3:270m,999,51\n"
+                                    "gemma3:270m,12,30\nother,999,10\n")
+    res = ingest([root])
+    eff = dict(zip(res.frame["n_gpu_layers"] + res.frame["model"], res.frame["n_gpu_layers_effective"]))
+    assert eff["19gemma3:270m"] == eff["999gemma3:270m"] == 19.0 and eff["12gemma3:270m"] == 12.0
+    assert math.isnan(eff["999other"])  # no GGUF of it: its offload stays as requested
+    assert res.offload == ["num_gpu 19, 999 on gemma3:270m: one configuration (all 19 offloadable layers; "
+                           "layer count GGUF sha256-" + "ab" * 32 + ")"]

@@ -32,8 +32,8 @@ from .. import columns
 from ..foreign import base_row, num, synthetic_id
 from ..reading import Reading, claim
 
-_VLLM_STAT = re.compile(r"^(mean|median|std|p\d{1,3}(?:\.\d+)?)_(ttft|tpot|itl|e2el)_ms$")
-_VLLM_METRIC = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": "itl_ms", "e2el": "e2e_ms"}
+_VLLM_STAT = re.compile(r"^(mean|median|std|min|max|p\d{1,3}(?:\.\d+)?)_(ttft|tpot|itl|e2el|e2e)_ms$")
+_VLLM_METRIC = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": "itl_ms", "e2el": "e2e_ms", "e2e": "e2e_ms"}
 VLLM_NOTE = ("vLLM bench serve: TTFT measured by the client (queueing and network included); decode_tps = "
              "(output tokens - 1) / sum of the request's ITLs (vLLM's TPOT definition)")
 GUIDELLM_NOTE = ("GuideLLM: TTFT measured by the client (queueing and network included); decode_tps = 1000 / "
