@@ -304,7 +304,7 @@ def from_json(data: Any, rel: str) -> Reading | None:
         carried = embedded.pytest_benchmark_rows(data, rel)  # our export: the runs' own rows
         if carried is not None:
             return Reading("pytest-benchmark", carried)
-        rows, note, aggs = foreign.pytest_benchmark_rows(data, rel)
+        rows, note, aggs = foreign.pytest_benchmark_read(data, rel)
         return Reading("pytest-benchmark", rows, aggs, [note])
     for reader in (loadgen.vllm, loadgen.guidellm, loadgen.aiperf_json, optimum.report):
         got = reader(data, rel)

@@ -126,8 +126,16 @@ def ollama_api_iter(objs, rel: str, counts: Counter):
         yield row
 
 
-def pytest_benchmark_rows(doc: dict, rel: str) -> tuple[list[dict], str | None, list[dict]]:
-    """(sample rows, note, aggregate rows) of a pytest-benchmark saved run."""
+def pytest_benchmark_rows(doc: dict, rel: str) -> tuple[list[dict], str | None]:
+    """(sample rows, note) of a pytest-benchmark saved run (its aggregates left out: see
+    pytest_benchmark_read)."""
+    rows, note, _ = pytest_benchmark_read(doc, rel)
+    return rows, note
+
+
+def pytest_benchmark_read(doc: dict, rel: str) -> tuple[list[dict], str | None, list[dict]]:
+    """(sample rows, note, aggregate rows) of a pytest-benchmark saved run: a benchmark without
+    per-round data gives aggregates (its stats), never samples."""
 
     mi = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
     cpu = mi.get("cpu") if isinstance(mi.get("cpu"), dict) else {}
