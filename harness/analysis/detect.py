@@ -50,7 +50,7 @@ def read_file(path: str, rel: str, st: os.stat_result, limit: int) -> Reading:
         if head[:4] == tidy.PARQUET_MAGIC:  # our `harness export --format parquet`
             if size > files.MAX_DOCUMENT_BYTES:
                 raise Skip(f"Parquet file larger than {files.MAX_DOCUMENT_BYTES >> 20} MiB, the cap for files read whole")
-            data = head + _read_rest(raw, limit)
+            data = head + _read_rest(raw)
             if not tidy.is_parquet(data):
                 raise Skip("binary file")
             return Reading("harness-parquet", tidy.parquet_rows(data, rel))
@@ -63,7 +63,7 @@ def read_file(path: str, rel: str, st: os.stat_result, limit: int) -> Reading:
         if first in ("{", "[") and ext in (".csv", ".sql"):
             raise Skip(f"extension {ext} but not {ext[1:].upper()}")
         if whole:
-            data = head + _read_rest(raw, limit)
+            data = head + _read_rest(raw)
             return _whole(files.decode(data), data, rel, ext)
         if first in ("{", "["):
             reading = _jsonl_stream(raw, head, start, rel)
@@ -78,7 +78,8 @@ def read_file(path: str, rel: str, st: os.stat_result, limit: int) -> Reading:
             raw.close()
 
 
-def _read_rest(raw, limit: int) -> bytes:
+def _read_rest(raw) -> bytes:
+    """The rest of a bounded file (Skip when it grows past its limit)."""
     parts = []
     while True:
         b = raw.read(1 << 20)
@@ -105,8 +106,6 @@ def _whole(text: str, data: bytes, rel: str, ext: str) -> Reading:
             return Reading(fmt, llamabench.rows(text, fmt, rel))
         if error is not None:
             raise Skip(error)
-        if doc is not None and bymeaning.json_records(doc, rel) is None:
-            raise Skip("JSON of no known format", "unrecognised")
         raise Skip("JSON of no known format", "unrecognised")
     if ext in JSON_EXTS:
         raise Skip(f"extension {ext} but not JSON")
@@ -180,8 +179,7 @@ def _csv_stream(raw, head: bytes, start: int, rel: str, head_text: str) -> Readi
     if not lay.readable and not ours:
         raise Skip(f"{'CSV with unknown header (' + lay.why_not() + ')' if len(header) > 1 else 'no known format'}"
                    f" (text over {files.MAX_DOCUMENT_BYTES >> 20} MiB is read only as CSV)", "unrecognised")
-    raw.seek(0) if raw.seekable() else None
-    os.lseek(raw.fd, start, os.SEEK_SET)
+    os.lseek(raw.fd, start, os.SEEK_SET)  # the text again from its start (the head was read to sniff)
     raw.total = start
     text = io.TextIOWrapper(io.BufferedReader(raw, 1 << 20), encoding="utf-8", errors="strict", newline="")
     reading = _tidy(csv.reader(text), rel) if ours else _table(csv.reader(text), rel, lay)
