@@ -383,3 +383,21 @@ def test_layer_count_from_an_ollama_manifest(root, tmp_path, monkeypatch):
     assert math.isnan(eff["999other"])  # no GGUF of it: its offload stays as requested
     assert res.offload == ["num_gpu 19, 999 on gemma3:270m: one configuration (all 19 offloadable layers; "
                            "layer count GGUF sha256-" + "ab" * 32 + ")"]
+
+
+def test_analyze_command_with_model_layers(root, tmp_path, capsys):
+    from harness.analysis_cli import cmd_analyze
+
+    for name in ("tuning_calls.csv", "summary.csv"):
+        shutil.copy(OLD / name, root)
+    out = tmp_path / "an"
+    assert cmd_analyze([str(root), "--out", str(out), "--model-layers", "gemma3:270m=35"]) == 0
+    err = capsys.readouterr().err
+    assert "offload: num_gpu 40, 999 on gemma3:270m: one configuration" in err and "aggregates" in err
+    agg = pd.read_csv(out / "aggregates.csv")
+    assert len(agg) == 15 and set(agg["source_format"]) == {"ollama-summary"}
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 8 and "ollama-summary" not in set(runs["source_format"])
+    assert cmd_analyze([str(root), "--out", str(out), "--model-layers", "many"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "--model-layers" in lines[0]
