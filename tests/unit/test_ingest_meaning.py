@@ -285,6 +285,8 @@ def test_aiperf_exports(tools):
         assert got[("ttft_ms", "p95")] == pytest.approx(4051.43) and got[("e2e_ms", "mean")] == 6550.36
         assert got[("request_throughput", "total")] == 13.16 and set(a["n_claimed"]) == {200.0}
     assert "3 failed requests" in one(tools, "profile_export_aiperf.json").note
+    old = claims(tools, "profile_export_aiperf_records.json")  # an older export: statistics under "records"
+    assert old[("aiperf", "ttft_ms", "p99")] == 90.1 and old[("aiperf", "request_throughput", "total")] == 8.2
     assert set(tools.aggregates.loc[tools.aggregates["source_file"] == "profile_export_aiperf.json",
                                     "concurrency"]) == {100.0}
 

@@ -236,7 +236,9 @@ def guidellm(doc: Any, rel: str) -> Reading | None:
 _AIPERF = {"time_to_first_token": "ttft_ms", "inter_token_latency": "itl_ms", "request_latency": "e2e_ms",
            "output_token_throughput_per_user": "decode_tps", "output_token_throughput": "output_throughput",
            "request_throughput": "request_throughput", "output_sequence_length": "n_gen_tokens",
-           "input_sequence_length": "n_prompt_tokens", "time_to_second_token": "ttst_ms"}
+           "input_sequence_length": "n_prompt_tokens", "time_to_second_token": "ttst_ms",
+           # the tags of older exports ({"records": {"ttft": {"tag": "ttft", "unit": "ms", "avg": ...}}})
+           "ttft": "ttft_ms", "itl": "itl_ms", "ttst": "ttst_ms"}
 _AIPERF_STATS = ("avg", "p50", "p90", "p95", "p99", "min", "max", "std")
 
 
@@ -290,11 +292,12 @@ def aiperf_json(doc: Any, rel: str) -> Reading | None:
     """AIPerf's profile_export_aiperf.json (statistics of the run: aggregates), or None."""
     if not isinstance(doc, dict):
         return None
-    stats = {k: v for k, v in doc.items() if k in _AIPERF and isinstance(v, dict) and "unit" in v}
+    holder = doc["records"] if isinstance(doc.get("records"), dict) else doc  # older exports nest them
+    stats = {k: v for k, v in holder.items() if k in _AIPERF and isinstance(v, dict) and "unit" in v}
     if not stats or not any("avg" in v for v in stats.values()):
         return None
     base = _aiperf_base(rel, doc.get("input_config"))
-    count = doc.get("request_count")
+    count = holder.get("request_count") or doc.get("request_count")
     n_claimed = num(count.get("avg")) if isinstance(count, dict) else num(count)
     reading = Reading("aiperf", notes=[AIPERF_NOTE])
     for name, st in stats.items():
