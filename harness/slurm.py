@@ -40,6 +40,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from . import store
+from .measure import now_iso
 from .record import RunError, RunRecord
 
 log = logging.getLogger("harness")
@@ -322,8 +323,6 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         rec = store.read_run(pt.job_dir)
         wrote = rec is not None and rec.get("run_id") != pt.run_id_before
         if not wrote and not (rec and rec.get("status") == "ok"):
-            from .measure import now_iso
-
             log.error("%s: failed: %s", pt.job_dir.name, message)
             pt.job_dir.mkdir(parents=True, exist_ok=True)
             now = now_iso()
