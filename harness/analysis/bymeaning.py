@@ -30,6 +30,8 @@ OLLAMA_NAMES = frozenset({"tokens_s", "ttft_s", "load_s", "prompt_eval_s", "eval
 _TRUE = frozenset({"true", "yes", "y", "1", "ok", "success", "succeeded", "passed", "pass", "done", "completed"})
 _FALSE = frozenset({"false", "no", "n", "0", "fail", "failed", "failure", "error", "errored", "timeout",
                     "cancelled", "canceled", "aborted"})
+#: Ambiguous Ollama names (no unit): the token count they name when their values are whole numbers.
+COUNT_OF = {"prompt_eval": "prompt_eval_count", "eval": "eval_count"}
 #: Names of objects that hold a configuration's parameters.
 CONFIG_KEYS = frozenset({"configuration", "config", "params", "parameters", "options", "settings",
                          "generation_settings", "sampling", "runtime", "args", "model_config"})
@@ -72,11 +74,19 @@ class TableReader:
         self.engine = "ollama" if ollama else None
         self.default_job = "ollama" if ollama else None
         self.units: dict[int, str | None] = {}
-        for i, p in self.lay.used.items():
+        for i, p in list(self.lay.used.items()):
             c = p.canonical
             unit = p.unit
             if c.kind == "duration" and unit is None:
-                unit = columns.guess_duration_unit([num(r[i]) for r in sample if i < len(r)])
+                values = [x for x in (num(r[i]) for r in sample if i < len(r)) if x is not None]
+                count = COUNT_OF.get("_".join(columns.words(p.raw)))
+                if count and values and all(x >= 1 and x == int(x) for x in values):
+                    # Ollama's "prompt eval" / "eval" name both a duration and a token count: whole
+                    # numbers without a unit are the count
+                    self.lay.used[i] = Parsed(p.raw, columns.BY_ALIAS[count], p.stat, None)
+                    reading.notes.append(f"{p.raw}: no unit and whole numbers, read as a token count")
+                    continue
+                unit = columns.guess_duration_unit(values)
                 reading.notes.append(f"{p.raw}: no unit in the name, read as {unit} from its values")
             self.units[i] = unit
         self.text_unknown = [i for i, h in enumerate(self.header) if i not in self.lay.used and h]

@@ -403,3 +403,13 @@ def test_analyze_command_with_model_layers(root, tmp_path, capsys):
     assert cmd_analyze([str(root), "--out", str(out), "--model-layers", "many"]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "--model-layers" in lines[0]
+
+
+def test_an_ambiguous_ollama_name_with_whole_numbers_is_a_token_count(root):
+    (root / "s.csv").write_text("num_gpu,mean_tokens_s,prompt_eval,eval\n40,51.0,26,0.5\n999,50.0,26,0.4\n")
+    res = ingest([root])
+    f = one(res, "s.csv")
+    assert "prompt_eval: no unit and whole numbers, read as a token count" in f.note
+    assert "eval: no unit in the name, read as s" in f.note
+    a = res.aggregates
+    assert set(a["n_prompt_tokens"]) == {26.0} and set(a.loc[a["metric"] == "decode_ms", "value"]) == {500.0, 400.0}
