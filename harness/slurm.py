@@ -40,6 +40,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from . import store
+from .hydra_conf import to_plain
 from .measure import now_iso
 from .record import RunError, RunRecord
 
@@ -266,8 +267,6 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def _point(self, idx: int, overrides: list[str]) -> _Point:
         """The job folder and config a point will have (as Hydra's run_job computes them)."""
-        from .hydra_conf import to_plain
-
         c = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         HydraConfig.instance().set_config(c)
         try:
@@ -302,7 +301,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 elif state not in ACTIVE:
                     gone[i] = gone.get(i, 0) + 1  # its result file may land just after the state changes
                     if gone[i] >= 3:
-                        out[i] = self._failed(points[i], *_why_ended(str(job.job_id), state, self.params))
+                        kind, why = _why_ended(str(job.job_id), state, reason, self.params)
+                        out[i] = self._failed(points[i], kind, f"{why}; its log: {job.paths.stderr}")
                         del open_[i]
             if open_:
                 tick.wait(delay)
@@ -335,7 +335,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                          status=JobStatus.COMPLETED, _return_value="failed")
 
 
-def _why_ended(job_id: str, state: str | None, params: dict) -> tuple[str, str]:
+def _why_ended(job_id: str, state: str | None, reason: str, params: dict) -> tuple[str, str]:
     """(error type, message) of a job that ended without a result."""
     if state == "TIMEOUT":
         return "JobTimeout", (f"timeout: Slurm job {job_id} ran past its time limit "
@@ -344,7 +344,8 @@ def _why_ended(job_id: str, state: str | None, params: dict) -> tuple[str, str]:
         return "JobCancelled", f"cancelled: Slurm job {job_id} was cancelled (scancel) before it recorded its point"
     if state is None:
         return "JobFailed", f"job: Slurm job {job_id} ended without a result (its state is no longer known)"
-    return "JobFailed", f"job: Slurm job {job_id} ended {state} without a result"
+    why = f" ({reason})" if reason and reason != "None" else ""
+    return "JobFailed", f"job: Slurm job {job_id} ended {state}{why} without a result (killed or crashed)"
 
 
 def plugin_names() -> dict[str, Any]:
