@@ -300,13 +300,13 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                     del open_[i]
                 elif state not in ACTIVE:
                     gone[i] = gone.get(i, 0) + 1  # its result file may land just after the state changes
-                    if gone[i] >= 3:
+                    if gone[i] >= 2:
                         kind, why = _why_ended(str(job.job_id), state, reason, self.params)
                         out[i] = self._failed(points[i], kind, f"{why}; its log: {job.paths.stderr}")
                         del open_[i]
             if open_:
                 tick.wait(delay)
-                delay = min(delay * 1.5, 5.0)
+                delay = min(delay * 1.5, 3.0)  # squeue once per 3 s at most
         return [r for r in out if r is not None]
 
     def _result(self, job, pt: _Point) -> JobReturn:
