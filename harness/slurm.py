@@ -299,8 +299,10 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                                           "request exceeds what the partition or account allows")
                     del open_[i]
                 elif state not in ACTIVE:
-                    gone[i] = gone.get(i, 0) + 1  # its result file may land just after the state changes
-                    if gone[i] >= 2:
+                    # Its result file may land just after the state changes (later still on a
+                    # shared file system, for a job that completed).
+                    gone[i] = gone.get(i, 0) + 1
+                    if gone[i] >= (6 if state == "COMPLETED" else 2):
                         kind, why = _why_ended(str(job.job_id), state, reason, self.params)
                         out[i] = self._failed(points[i], kind, f"{why}; its log: {job.paths.stderr}")
                         del open_[i]
