@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from .. import gguf, modelfile
 
 OLLAMA_MODEL_MEDIA = "application/vnd.ollama.image.model"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def parse_layers(specs: list[str]) -> dict[str | None, int]:
@@ -46,32 +48,36 @@ def ollama_dirs() -> list[Path]:
 
 
 def find_gguf(model: str) -> Path | None:
-    """A local GGUF of `model` (a path, a file name in the model search folders, or an Ollama
-    name:tag with a manifest), or None."""
-    p = Path(model)
-    if p.suffix == ".gguf" and p.is_file():
-        return p
-    names = {model, model.replace(":", "-"), model.replace(":", "_"), model.replace("/", "_")}
+    """A local GGUF of `model` (a file of that name in the model search folders, or an Ollama
+    name:tag with a manifest), or None. The name comes from an untrusted file: it is never used as
+    a path of its own (only its last part, inside the search folders; no "..")."""
+    base = model.replace("\\", "/").rsplit("/", 1)[-1]
+    names = {base, base.replace(":", "-"), base.replace(":", "_")}
     for d in modelfile.search_dirs():
         for n in names:
+            if not n or n.startswith("."):
+                continue
             f = d / (n if n.endswith(".gguf") else n + ".gguf")
             if f.is_file():
                 return f
     name, _, tag = model.partition(":")
-    if not name or "/" in name.strip("/") and name.count("/") > 2:
+    parts = name.split("/")
+    if not name or len(parts) > 3 or any(x in ("", ".", "..") for x in parts) or tag in (".", "..") or "/" in tag:
         return None
     for root in ollama_dirs():
-        parts = name.split("/")
-        if len(parts) == 1:
-            parts = ["library", *parts]
-        man = root / "manifests" / "registry.ollama.ai" / Path(*parts) / (tag or "latest")
+        host = ["registry.ollama.ai", "library"] if len(parts) == 1 else (
+            ["registry.ollama.ai"] if len(parts) == 2 else [])
+        man = root / "manifests" / Path(*host, *parts) / (tag or "latest")
         try:
             doc = json.loads(man.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         for layer in doc.get("layers") or () if isinstance(doc, dict) else ():
-            if isinstance(layer, dict) and layer.get("mediaType") == OLLAMA_MODEL_MEDIA:
-                blob = root / "blobs" / str(layer.get("digest", "")).replace(":", "-")
+            if not isinstance(layer, dict) or layer.get("mediaType") != OLLAMA_MODEL_MEDIA:
+                continue
+            digest = str(layer.get("digest", ""))
+            if _DIGEST.fullmatch(digest):
+                blob = root / "blobs" / digest.replace(":", "-")
                 if blob.is_file():
                     return blob
     return None
