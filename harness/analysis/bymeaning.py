@@ -320,6 +320,8 @@ def json_records(doc: Any, rel: str, max_records: int = 100_000) -> Reading | No
     if not found:
         return None
     reading = Reading("json")
+    if len(found) >= max_records:
+        reading.notes.append(f"only the first {max_records} objects with measurements read")
     rows: list[dict] = []
     reps: Counter = Counter()
     n_agg = 0

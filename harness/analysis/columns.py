@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 #: Duration units -> factor to milliseconds.
 DURATION_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "min": 6e4}
@@ -175,6 +176,7 @@ def words(name: str) -> list[str]:
     return [w for w in _NON_WORD.split(s.lower().replace("tok/s", "tok_s").replace("t/s", "t_s")) if w]
 
 
+@lru_cache(maxsize=4096)
 def parse(header: str) -> Parsed:
     """The meaning of one column name (see the module docstring)."""
     unit = None
