@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import submitit
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -53,8 +54,7 @@ DEFAULT_TIMEOUT_MIN = 120
 
 # Pending reasons that never clear by waiting: the request exceeds the partition or the account.
 NEVER_RUNS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
-              "InvalidAccount", "InvalidQOS", "AccountNotAllowed", "QOSNotAllowed", "ReqNodeNotAvail",
-              "Nodes_required_for_job_are_DOWN")
+              "InvalidAccount", "InvalidQOS", "AccountNotAllowed", "QOSNotAllowed")
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
           "STAGE_OUT", "SIGNALING", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "STOPPED")
 
@@ -235,8 +235,6 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import submitit
-
         assert self.config is not None and self.hydra_context is not None
         try:
             part = read_partition(self.params.get("partition"))
@@ -260,9 +258,14 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         for pt in points:
             log.info("\t#%d : %s", pt.idx, " ".join(filter_overrides(pt.overrides)))
         state = Singleton.get_state()
-        jobs = executor.map_array(self, [pt.overrides for pt in points], ["hydra.sweep.dir"] * len(points),
-                                  [pt.idx for pt in points], [f"job_id_for_{pt.idx}" for pt in points],
-                                  [state] * len(points))
+        try:
+            jobs = executor.map_array(self, [pt.overrides for pt in points], ["hydra.sweep.dir"] * len(points),
+                                      [pt.idx for pt in points], [f"job_id_for_{pt.idx}" for pt in points],
+                                      [state] * len(points))
+        except submitit.core.utils.FailedJobError as e:  # sbatch refused the request: its own words
+            why = (str(e).strip().splitlines() or ["no message"])[-1]
+            print(f"error: hydra/launcher=slurm: the jobs were not submitted: {why}", file=sys.stderr)
+            sys.exit(2)
         return self._wait(jobs, points)
 
     def _point(self, idx: int, overrides: list[str]) -> _Point:
@@ -296,7 +299,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                     subprocess.run(["scancel", str(job.job_id)], capture_output=True, timeout=60)
                     out[i] = self._failed(points[i], "JobNeverRuns",
                                           f"never runs: Slurm holds job {job.job_id} pending ({reason}): the "
-                                          "request exceeds what the partition or account allows")
+                                          "request exceeds what the partition or account allows", phase="plan")
                     del open_[i]
                 elif state not in ACTIVE:
                     # Its result file may land just after the state changes (later still on a
@@ -320,7 +323,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             return self._failed(pt, kind, f"job: Slurm job {job.job_id} failed: {last}"
                                 if kind == "JobFailed" else f"timeout: Slurm job {job.job_id}: {last}")
 
-    def _failed(self, pt: _Point, kind: str, message: str) -> JobReturn:
+    def _failed(self, pt: _Point, kind: str, message: str, phase: str = "measure") -> JobReturn:
         """The failed run.json of a point whose job wrote none (an ok record stays)."""
         rec = store.read_run(pt.job_dir)
         wrote = rec is not None and rec.get("run_id") != pt.run_id_before
@@ -331,7 +334,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             new = RunRecord(run_id=uuid.uuid4().hex, sweep_name=str(pt.config.get("sweep_name")),
                             job_name=pt.job_dir.name, status="failed", started_at=now, ended_at=now,
                             overrides=tuple(pt.overrides), config=pt.config,
-                            error=RunError(kind, message, "measure"))
+                            error=RunError(kind, message, phase))
             store.write_json(pt.job_dir / store.RUN_FILE, new.to_dict())
         return JobReturn(overrides=pt.overrides, working_dir=str(pt.job_dir), task_name="harness",
                          status=JobStatus.COMPLETED, _return_value="failed")
