@@ -269,6 +269,18 @@ def scalar(v) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
 
 
+def node_keys(node: dict) -> set:
+    """The meanings of an object's own scalar keys (which a configuration object beside them does
+    not override)."""
+    out = set()
+    for k, v in node.items():
+        if isinstance(k, str) and scalar(v):
+            c = columns.parse(k).canonical
+            if c is not None:
+                out.add(("param", c.name) if c.role == "param" else c.name)
+    return out
+
+
 def json_records(doc: Any, rel: str, max_records: int = 100_000) -> Reading | None:
     """The samples and aggregates of a JSON document of no specific format, found by meaning (see
     the module doc); None when no object in it carries a throughput or latency and a name of its
@@ -285,6 +297,7 @@ def json_records(doc: Any, rel: str, max_records: int = 100_000) -> Reading | No
         if not isinstance(node, dict):
             return
         here = dict(ctx)
+        config: dict = {}  # parameters of a configuration object at this level: they override outer ones
         metrics: dict = {}
         for k, v in node.items():
             if not isinstance(k, str):
@@ -304,7 +317,8 @@ def json_records(doc: Any, rel: str, max_records: int = 100_000) -> Reading | No
                         p = columns.parse(kk)
                         if p.canonical is not None and p.canonical.role in ("param", "meta"):
                             key = ("param", p.canonical.name) if p.canonical.role == "param" else p.canonical.name
-                            here.setdefault(key, (p, vv))
+                            config.setdefault(key, (p, vv))
+        here.update({k: v for k, v in config.items() if k not in node_keys(node)})
         if any(p.canonical.name in DEFINING and num(v) is not None for p, v in metrics.values()):
             found.append((here, metrics, path))
         for k, v in node.items():

@@ -413,3 +413,14 @@ def test_an_ambiguous_ollama_name_with_whole_numbers_is_a_token_count(root):
     assert "eval: no unit in the name, read as s" in f.note
     a = res.aggregates
     assert set(a["n_prompt_tokens"]) == {26.0} and set(a.loc[a["metric"] == "decode_ms", "value"]) == {500.0, 400.0}
+
+
+def test_a_variants_own_configuration_overrides_the_runs(root):
+    (root / "nest.json").write_text(json.dumps({
+        "model": "m", "configuration": {"num_ctx": 1024, "num_gpu": 10},
+        "variants": [{"name": "a", "configuration": {"num_ctx": 4096},
+                      "metrics": {"aggregate_metrics": {"average_tokens_per_second": 10}}},
+                     {"name": "b", "metrics": {"aggregate_metrics": {"average_tokens_per_second": 20}}}]}))
+    a = ingest([root]).aggregates.set_index("job")
+    assert (a.loc["a", "n_ctx"], a.loc["b", "n_ctx"]) == (4096.0, 1024.0)
+    assert a.loc["a", "n_gpu_layers"] == a.loc["b", "n_gpu_layers"] == "10" and a.loc["a", "model"] == "m"
