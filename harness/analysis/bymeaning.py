@@ -380,11 +380,14 @@ def json_records(doc: Any, rel: str, max_records: int = 100_000) -> Reading | No
                                 "concurrency") if row.get(k) is not None]
         if not identity:
             continue
-        aggregate = any(p.stat is not None for p, _ in metrics.values()) or any(
-            w in str(x).lower() for x in path for w in AGG_WORDS)
         key = tuple(row.get(k) for k in ("model", "job", "workload", "n_gpu_layers", "n_ctx", "temperature", "top_p",
                                          "top_k", "repeat_penalty", "request_rate", "concurrency"))
-        row["run_id"] = synthetic_id(rel, (key, tuple(str(x) for x in path if isinstance(x, int))[:1]))
+        aggregate = any(p.stat is not None for p, _ in metrics.values()) or any(
+            w in str(x).lower() for x in path for w in AGG_WORDS)
+        # an aggregate is one object's claims (two runs of one variant stay two); samples of one
+        # configuration are one run wherever they sit in the document
+        where = tuple(str(x) for x in path if isinstance(x, int))[:1] if aggregate else ()
+        row["run_id"] = synthetic_id(rel, (key, where))
         if aggregate:
             n_agg += 1
             for k, (p, v) in metrics.items():

@@ -324,7 +324,7 @@ def from_json(data: Any, rel: str) -> Reading | None:
     if isinstance(data, list) and dicts and len(dicts) == len(data) and not _llamabench_doc(data):
         header = list(dict.fromkeys(k for o in dicts[:SAMPLE_ROWS] for k, v in o.items() if bymeaning.scalar(v)))
         lay = columns.layout(header)
-        if lay.readable and all(bymeaning.scalar(v) or k not in header for o in dicts[:5] for k, v in o.items()):
+        if lay.readable and all(bymeaning.scalar(v) for o in dicts[:SAMPLE_ROWS] for v in o.values()):  # flat records
             r = Reading("json")
             sample = [[o.get(k, "") for k in header] for o in dicts[:SAMPLE_ROWS]]
             reader = bymeaning.TableReader(header, rel, r, sample, lay)

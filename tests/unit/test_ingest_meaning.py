@@ -424,3 +424,14 @@ def test_a_variants_own_configuration_overrides_the_runs(root):
     a = ingest([root]).aggregates.set_index("job")
     assert (a.loc["a", "n_ctx"], a.loc["b", "n_ctx"]) == (4096.0, 1024.0)
     assert a.loc["a", "n_gpu_layers"] == a.loc["b", "n_gpu_layers"] == "10" and a.loc["a", "model"] == "m"
+
+
+def test_per_call_json_records_with_nested_options_group_by_configuration(root):
+    calls = [{"model": "m", "ttft_s": 0.2, "tokens_s": 50, "options": {"num_gpu": 40}, "error": None},
+             {"model": "m", "ttft_s": 0.3, "tokens_s": 51, "options": {"num_gpu": 40}, "error": None},
+             {"model": "m", "ttft_s": 0.3, "tokens_s": 0, "options": {"num_gpu": 8}, "error": "out of memory"}]
+    (root / "calls.json").write_text(json.dumps(calls))
+    df = ingest([root]).frame
+    assert list(df["n_gpu_layers"]) == ["40", "40", "8"] and list(df["rep"]) == [0, 1, 0]
+    assert df.loc[0, "run_id"] == df.loc[1, "run_id"] != df.loc[2, "run_id"]
+    assert list(df["ttft_ms"][:2]) == [200.0, 300.0] and df.loc[2, "error"] == "out of memory"
