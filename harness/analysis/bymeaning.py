@@ -202,11 +202,8 @@ class TableReader:
             # a named prompt's token count is measured per call (0 or missing when the call failed):
             # the prompt names the configuration, its count would only split it
             row.pop("n_prompt_tokens", None)
-        if facets:
-            row["workload"] = " · ".join([row["workload"]] if row.get("workload") else [] + facets) \
-                if not row.get("workload") else row["workload"] + " · " + ", ".join(facets)
-            if row["workload"].startswith(" · "):
-                row["workload"] = row["workload"][3:]
+        if facets:  # "Context=short · Tone=formal", after the prompt's label when there is one
+            row["workload"] = " · ".join(([row["workload"]] if row.get("workload") else []) + facets)
         key = (row.get("model"), row.get("job"), row.get("workload"), row.get("n_gpu_layers"),
                *(row.get(k) for k in ("n_ctx", "temperature", "top_p", "top_k", "repeat_penalty", "n_batch",
                                       "n_threads", "max_tokens", "request_rate", "concurrency")))
