@@ -39,7 +39,6 @@ DECODE_SPEED = {"0.3.36": 1.0, "0.3.35": 1.2}
 SUFFIX = {"csv": "csv", "parquet": "parquet", "pytest-benchmark": "json", "llama-bench-json": "json",
           "llama-bench-jsonl": "jsonl", "llama-bench-csv": "csv", "llama-bench-sql": "sql"}
 # Read back by formats.tidy / formats.embedded, which ingest must route these formats to.
-NEEDS_INGEST_ROUTE = {"csv", "parquet", "pytest-benchmark"}
 
 
 def records(version: str) -> list[dict]:
@@ -104,10 +103,7 @@ def comparable(configs: pd.DataFrame) -> pd.DataFrame:
     return configs.reset_index(drop=True)
 
 
-@pytest.mark.parametrize("fmt", [pytest.param(f, marks=pytest.mark.xfail(
-    f in NEEDS_INGEST_ROUTE, strict=True,
-    reason="ingest (analysis.detect / foreign) does not yet hand this format to formats.tidy / formats.embedded"))
-    for f in FORMATS])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_export_then_analyze_gives_the_same_configurations_and_statistics(sweeps, original, fmt, tmp_path):
     path = export([sweeps["0.3.36"]], fmt, tmp_path / f"export.{SUFFIX[fmt]}")
     back = pipeline.analyze([path])
