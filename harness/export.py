@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import statistics
 from bisect import bisect_left, bisect_right
 from datetime import datetime, timezone
@@ -60,19 +59,6 @@ def export(df, fmt: str) -> bytes | str:
     if fmt in llamabench.FORMATS:
         return llamabench.dump(df, fmt)
     raise ValueError(f"export format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-
-
-def _value(v):
-    """A JSON-safe scalar: None for missing / NaN, plain Python numbers."""
-    import pandas as pd
-
-    if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
-        return None
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def pytest_benchmark_stats(data: list[float]) -> dict:
@@ -117,7 +103,7 @@ def _whole(v):
 
 def _first(run, col):
     vals = run[col].dropna()
-    return _value(vals.iloc[0]) if len(vals) else None
+    return embedded.json_scalar(vals.iloc[0]) if len(vals) else None
 
 
 def _mean(values) -> float | None:

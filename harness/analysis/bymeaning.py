@@ -266,6 +266,18 @@ def scalar(v) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
 
 
+def _canonical(p, v) -> float | None:
+    """A metric's value in its canonical unit (the placed column's unit, the metric's default, or
+    for a duration of no stated unit the one its value suggests); None for no number."""
+    x = num(v)
+    if x is None:
+        return None
+    unit = p.unit or p.canonical.default_unit
+    if p.canonical.kind == "duration" and unit is None:
+        unit = columns.guess_duration_unit([x])
+    return columns.to_canonical(p.canonical, x, unit)
+
+
 def node_keys(node: dict) -> set:
     """The meanings of an object's own scalar keys (which a configuration object beside them does
     not override)."""
@@ -388,27 +400,20 @@ def json_records(doc: Any, rel: str, max_records: int = 100_000) -> Reading | No
         if aggregate:
             n_agg += 1
             for k, (p, v) in metrics.items():
-                x = num(v)
+                x = _canonical(p, v)
                 if x is None:
                     continue
-                unit = p.unit or p.canonical.default_unit
-                if p.canonical.kind == "duration" and unit is None:
-                    unit = columns.guess_duration_unit([x])
                 stat = p.stat or ("total" if k.lower().startswith("total") else "as stated")
-                got = claim(row, p.canonical.name, stat, columns.to_canonical(p.canonical, x, unit), row.get("_n"))
+                got = claim(row, p.canonical.name, stat, x, row.get("_n"))
                 if got is not None:
                     reading.aggregates.append(got)
             continue
         sample = {k: v for k, v in row.items() if not k.startswith("_")}
         itl = None
         for k, (p, v) in metrics.items():
-            x = num(v)
+            x = _canonical(p, v)
             if x is None:
                 continue
-            unit = p.unit or p.canonical.default_unit
-            if p.canonical.kind == "duration" and unit is None:
-                unit = columns.guess_duration_unit([x])
-            x = columns.to_canonical(p.canonical, x, unit)
             if p.canonical.name == "itl_ms":
                 itl = x
             else:

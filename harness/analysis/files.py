@@ -129,18 +129,8 @@ def iso(ts: float) -> str:
 
 def read_bytes(path: str, limit: int) -> bytes:
     """At most `limit` bytes of a regular file; a symlink swapped in after the walk is refused."""
+    fd, st = _open_regular(path, limit)
     try:
-        fd = os.open(path, _O_FLAGS)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise Skip("symlink not followed") from None
-        raise Skip(os_reason(e)) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise Skip("not a regular file")
-        if st.st_size > limit:
-            raise Skip(f"larger than max_file_bytes ({st.st_size} > {limit} bytes)")
         parts, total, want = [], 0, min(st.st_size, limit) + 1
         while total <= limit:  # the file may grow while we read it: never past the limit
             b = os.read(fd, want)
@@ -182,6 +172,13 @@ class Bounded(io.RawIOBase):
 def open_bounded(path: str, limit: int) -> tuple[Bounded, int]:
     """(reader, size) of a regular file opened without following a symlink, read at most up to
     `limit` bytes; Skip for what cannot be read (as read_bytes)."""
+    fd, st = _open_regular(path, limit)
+    return Bounded(fd, limit), st.st_size
+
+
+def _open_regular(path: str, limit: int) -> tuple[int, os.stat_result]:
+    """(descriptor, fstat) of a regular file of at most `limit` bytes, opened without following a
+    symlink; Skip (and the descriptor closed) for anything else."""
     try:
         fd = os.open(path, _O_FLAGS)
     except OSError as e:
@@ -197,7 +194,7 @@ def open_bounded(path: str, limit: int) -> tuple[Bounded, int]:
     except BaseException:
         os.close(fd)
         raise
-    return Bounded(fd, limit), st.st_size
+    return fd, st
 
 
 def check_head(head: bytes) -> int:

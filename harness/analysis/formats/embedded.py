@@ -28,7 +28,7 @@ CARRIED = tuple(n for n in table.NAMES if n not in ("source_format", "source_fil
 _CARRIED = frozenset(CARRIED)
 
 
-def _scalar(v) -> Any:
+def json_scalar(v) -> Any:
     """A JSON scalar, or None for missing (None, NA, NaN) and non-finite values."""
     if v is None:
         return None
@@ -46,7 +46,7 @@ def _scalar(v) -> Any:
 
 def pack_run(run) -> dict:
     """{"run": ..., "rows": [...]} of one run's tidy rows (a DataFrame slice)."""
-    records = [{c: _scalar(v) for c, v in zip(CARRIED, vals)} for vals in run[list(CARRIED)].itertuples(index=False)]
+    records = [{c: json_scalar(v) for c, v in zip(CARRIED, vals)} for vals in run[list(CARRIED)].itertuples(index=False)]
     common = {}
     for c in CARRIED:
         vals = [r[c] for r in records]
