@@ -232,7 +232,8 @@ class Point:
             self.record, warnings=tuple(warnings),
             load={"load_ms": info.load_ms, "reused": info.reused, "loads_in_process": info.loads_in_process,
                   "isolated": bool(getattr(self.backend, "isolated", False)),
-                  **({"vram": info.vram} if info.vram else {})},
+                  **({"vram": info.vram} if info.vram else {}),
+                  **({"mapping": info.mapping} if info.mapping else {})},
             effective=plan.effective_dict() | info.effective())
         return self.model
 

@@ -33,7 +33,7 @@ from .gguf import GGUFError, GGUFHeader, GGUFValue, read_gguf_header, read_gguf_
 from .twin_spec import SPECS, q4_k_m_types, spec_kv, spec_tensors
 from .twin_weights import UnsupportedType, synth_chunks, tensor_nbytes, type_name
 
-TWIN_VERSION = 1
+TWIN_VERSION = 2
 MARKER_PREFIX = "harness.twin."
 # GGUF value type ids (gguf.md)
 _UINT32, _INT64, _BOOL, _STRING = 4, 11, 7, 8

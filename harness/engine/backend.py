@@ -41,6 +41,7 @@ class LoadInfo:
     flash_attn_effective: str | None
     load_log: str
     vram: dict | None = None  # harness.vram's pre-flight record of a GPU load
+    mapping: dict | None = None  # engine.mapping: the model file's huge-page share after the load
 
     @classmethod
     def of(cls, lm: llama.LoadedModel, reused: bool) -> "LoadInfo":

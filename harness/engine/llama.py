@@ -23,6 +23,7 @@ from typing import Sequence
 
 from ..config import KV_TYPES, SamplingConfig
 from ..plan import LoadKey, Plan
+from .mapping import model_mapping
 
 
 class EngineError(RuntimeError):
@@ -77,6 +78,7 @@ class LoadedModel:
     n_batch: int = 0
     n_ubatch: int = 0
     n_ctx_limit: int = 0  # min(requested n_ctx, allocated n_ctx): what a prompt + generation may use
+    mapping: dict | None = None  # engine.mapping: how the weights sit in memory (huge-page share)
     _formatter: object = field(default=None, repr=False)
 
     # --- tokenizer adapter used by workload.py --------------------------------------------------
@@ -322,7 +324,7 @@ def _load(key: LoadKey, architecture: str) -> LoadedModel:
         load_log=load_log.text,
         flash_attn_effective={"enabled": "on", "disabled": "off"}[fa_seen.group(1)] if fa_seen else None,
         n_batch=int(lc.llama_n_batch(ctx)), n_ubatch=int(lc.llama_n_ubatch(ctx)),
-        n_ctx_limit=min(n_ctx, key.n_ctx),
+        n_ctx_limit=min(n_ctx, key.n_ctx), mapping=model_mapping(key.model_path, key.use_mmap),
     )
     llm.verbose = False  # keep llama-cpp-python quiet after the load
     return lm

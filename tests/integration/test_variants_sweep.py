@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from harness.config import validate
 from harness.hydra_conf import compose
+from harness.twin import TWIN_VERSION
 
 MODELS = ("gemma3_270m", "smollm2_135m")
 
@@ -103,7 +104,7 @@ def test_a_sweep_over_two_twins_is_marked_and_compared(twin_sweep):
         m = rec["provenance"]["model"]
         assert rec["status"] == "ok" and rec["config"]["model"]["weights"] == "twin"
         assert m["weights"] == "twin" and m["synthetic"] is True and m["twin_seed"] == 0
-        assert m["twin_of"] and len(m["twin_source_sha256"]) == 64 and m["twin_version"] == 1
+        assert m["twin_of"] and len(m["twin_source_sha256"]) == 64 and m["twin_version"] == TWIN_VERSION
         assert m["path"] in {str(p) for p in twins}
         assert rec["load"].get("reloads", 0) == 0  # both models stayed loaded between the rounds
         assert [rep["round"] for rep in rec["repetitions"]] == [0, 1]
