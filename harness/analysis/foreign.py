@@ -34,7 +34,7 @@ SAMPLE_METRICS = ("decode_tps", "prefill_tps", "ttft_ms", "e2e_ms")
 _RECORD_COLUMNS = tuple(c for c in table.NAMES if table.BY_NAME[c].kind in ("group", "param")
                         ) + ("load_ms", "load_reused", "energy_per_token_j", "vram_used_mib",
                              "gpu_util_pct", "power_w", "bandwidth_efficiency", "throttled",
-                             "fan_reported", "gpu_shared")
+                             "fan_reported", "gpu_shared", "weights_huge_share")
 
 
 def num(v: Any) -> float | None:

@@ -96,6 +96,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("throttled", "bool", "meta", "throttle reasons other than idle seen during the run"),
     Column("fan_reported", "bool", "meta", "False when the GPU did not report fan speed"),
     Column("gpu_shared", "bool", "meta", "another process used the sampled GPU"),
+    Column("weights_huge_share", "float", "meta", "share of the mapped model file the kernel mapped with 2 MiB "
+           "pages after the load (run.json load.mapping; empty without mmap): it follows how the file was last "
+           "written or read, and moves CPU decode speed"),
 )
 
 NAMES = tuple(c.name for c in COLUMNS)
@@ -202,6 +205,7 @@ def rows_from_record(rec: dict, source_file: str) -> list[dict]:
         "throttled": bool([r for r in decode.get("throttle_reasons") or () if r != "gpu_idle"]) if tel else None,
         "fan_reported": ("fan" not in unsupported) if gpu else None,
         "gpu_shared": bool(tel.get("other_processes")) if gpu else None,
+        "weights_huge_share": (load.get("mapping") or {}).get("huge_share"),
     }
     reps = rec.get("repetitions") or []
     out = []

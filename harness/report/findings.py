@@ -107,6 +107,9 @@ def recommendations(an, varying, f) -> list[str]:
     return recs or ["No recommendation: the data shows no difference worth acting on."]
 
 
+HUGE_SHARE_SPREAD = 0.25  # runs of one model whose weights' huge-page shares differ more than this
+
+
 def risks(an) -> list[tuple[str, str, str]]:
     s, rows = an.samples, []
     ok = an.ok
@@ -124,6 +127,14 @@ def risks(an) -> list[tuple[str, str, str]]:
     if ok["gpu_shared"].fillna(False).any():
         rows.append(("GPU shared with another process", "other processes held GPU memory during the run",
                      "Run exclusively; the numbers may be depressed"))
+    if "weights_huge_share" in ok and ok["weights_huge_share"].notna().any():
+        span = ok.groupby("model")["weights_huge_share"].agg(["min", "max"]).dropna()
+        wide = span[span["max"] - span["min"] > HUGE_SHARE_SPREAD]
+        if len(wide):
+            what = "; ".join(f"{m}: {r['min']:.0%} to {r['max']:.0%}" for m, r in wide.iterrows())
+            rows.append(("Model file mapped differently", f"share of the weights mapped with huge pages, by run: {what}",
+                         "CPU decode depends on it (how the file was last written or read, not the model): compare "
+                         "runs with like shares, or set runtime.use_mmap=false"))
     counts = ok.groupby("run_id").size()
     if len(counts) and counts.min() < 3:
         rows.append(("Few repetitions", f"{plural(int((counts < 3).sum()), 'run')} with fewer than 3 samples",

@@ -100,3 +100,27 @@ def test_extreme_values_give_no_numeric_warning(tmp_path):
     assert big["decode_tps_std"] > 0 and math.isfinite(big["decode_tps_std"])
     zero = c[c["n_ctx"] == 1024.0].iloc[0]
     assert zero["decode_tps_mean"] == 0.0 and math.isnan(zero["decode_tps_cv"])
+
+
+def test_runs_whose_weights_were_mapped_differently_are_a_named_risk():
+    """Two runs of one model whose file sat in memory with different huge-page shares: the report
+    names it (it moves CPU decode by tens of percent); like shares, or another model's, do not."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from harness.report.findings import risks
+
+    def an(shares, models=None):
+        models = models or ["m"] * len(shares)
+        rows = [{"run_id": f"r{i}", "status": "ok", "model": mo, "weights_huge_share": sh, "throttled": None,
+                 "fan_reported": None, "gpu_shared": None, "gpu_util_pct": None}
+                for i, (sh, mo) in enumerate(zip(shares, models)) for _ in range(3)]
+        df = pd.DataFrame(rows)
+        return SimpleNamespace(samples=df, ok=df, configs=pd.DataFrame(), ingest=SimpleNamespace(aggregates=None))
+
+    named = [r for r in risks(an([0.25, 0.99])) if r[0] == "Model file mapped differently"]
+    assert len(named) == 1 and "m: 25% to 99%" in named[0][1] and "use_mmap=false" in named[0][2]
+    assert not [r for r in risks(an([0.9, 0.99])) if r[0] == "Model file mapped differently"]
+    assert not [r for r in risks(an([0.1, 0.99], ["a", "b"])) if r[0] == "Model file mapped differently"]
+    assert not [r for r in risks(an([None, None])) if r[0] == "Model file mapped differently"]
