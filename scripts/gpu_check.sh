@@ -56,8 +56,9 @@ TWINS=("gemma3_270m gemma-3-270m-q4_k_m.gguf header"
        "gemma3_4b gemma-3-4b-it-Q4_K_M.gguf gemma3_4b")
 SWEEP_MODELS="gemma3_270m gemma3_1b gemma3_4b"
 # Rehearsal: the same steps, a sweep that fits a small CPU machine (every offload level is the
-# CPU there; the two context sizes still load differently).
+# CPU there; the two context sizes still load differently, at sizes a CPU allocates quickly).
 REHEARSE_NGL="0,25%,all"
+REHEARSE_CTX="512,1024"
 REHEARSE_MODELS="gemma3_270m gemma3_1b"
 REHEARSE_SWEEP_ARGS=(workload.max_tokens=8 bench.warmup=0)
 REHEARSE_LB_SIZES="64,16,2"   # llama-bench comparison: prompt tokens, generated tokens, repetitions
@@ -454,9 +455,9 @@ PY
 
 step_sweep() {
     harness_env
-    local ngl=$SWEEP_NGL extra=() models=$GC_SWEEP_MODELS
+    local ngl=$SWEEP_NGL ctx=$SWEEP_CTX extra=() models=$GC_SWEEP_MODELS
     if [[ "$GC_MODE" == rehearse ]]; then
-        ngl=$REHEARSE_NGL; extra=("${REHEARSE_SWEEP_ARGS[@]}")
+        ngl=$REHEARSE_NGL; ctx=$REHEARSE_CTX; extra=("${REHEARSE_SWEEP_ARGS[@]}")
         # the fake NVML, describing an H200, preloaded into the sweep and its engine workers
         "$GC_PY" - "$ROOT/tests/fakes" "$GC_CACHE/fakenvml" "$GC_SCRATCH/h200.trace" <<'PY' || return 1
 import sys
@@ -482,7 +483,7 @@ PY
         if (( left < 10 )); then failed+=("$m (no time left)"); continue; fi
         echo "=== sweep $m (at most $left s)"
         timeout -k 5 "$left" "$GC_PY" -m harness run -m "model=$m" model.weights=twin \
-            "runtime.n_gpu_layers=$ngl" "runtime.n_ctx=$SWEEP_CTX" "${SWEEP_ARGS[@]}" "${extra[@]}" \
+            "runtime.n_gpu_layers=$ngl" "runtime.n_ctx=$ctx" "${SWEEP_ARGS[@]}" "${extra[@]}" \
             "results_dir=$GC_SCRATCH/results" "sweep_name=sweep-$m"
         rc=$?
         if (( rc == 0 )); then done_+=("$m"); else failed+=("$m (exit $rc)"); fi

@@ -43,6 +43,31 @@ def one_error_line(r) -> str:
     return lines[0]
 
 
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, model_path):
+    """One real 2x2 sweep (runtime.n_ctx=256,512 x sampling.temperature=0.2,1.0; 3 repetitions of
+    8 tokens) with its automatic report, made once per test session and shared: tests read it;
+    a test that writes into a sweep works on `copy_sweep(tiny_sweep.dir, ...)`.
+    Attributes: dir (the sweep folder), result (the CompletedProcess), args (the run's arguments)."""
+    from types import SimpleNamespace
+
+    root = tmp_path_factory.mktemp("tiny")
+    args = ["run", "-m", "runtime.n_ctx=256,512", "sampling.temperature=0.2,1.0", *TINY, "bench.repetitions=3",
+            f"results_dir={root}", "sweep_name=s"]
+    r = run_harness(*args, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return SimpleNamespace(dir=root / "s", result=r, args=args)
+
+
+def copy_sweep(sweep: Path, to: Path, *, report: bool = False) -> Path:
+    """A copy of the sweep folder `sweep` as `to`/<its name> (without its report and analysis unless `report`)."""
+    import shutil
+
+    dst = to / sweep.name
+    shutil.copytree(sweep, dst, ignore=None if report else shutil.ignore_patterns("report", "analysis"))
+    return dst
+
+
 @pytest.fixture
 def harness_cli():
     return run_harness

@@ -125,13 +125,18 @@ def compare(df_a: pd.DataFrame, df_b: pd.DataFrame, metrics=DEFAULT_METRICS, alp
         info[c] = info[c].astype(object)
     info["n_samples"] = ok.groupby(both["_unit"]).sum().reindex(info.index, fill_value=0).astype(int)
     info["n_failed"] = units.size() - info["n_samples"]
+    if "weights_huge_share" in both:  # where the weights sat in memory: a factor of CPU decode speed
+        info["huge_share"] = pd.to_numeric(both["weights_huge_share"], errors="coerce").groupby(both["_unit"]).mean()
+    else:
+        info["huge_share"] = np.nan
     info["label"] = [_label(params, r) for r in info[params].itertuples(index=False)]
     info["group"] = [group_label(*t) for t in info[gk].itertuples(index=False)]
 
     pairs = _pairs(info, gk)
     meta = [{"config": {p: plain(r[p]) for p in params}, "label": r["label"], "model": plain(r["model"]),
              "group": r["group"], "group_keys": {k: plain(r[k]) for k in gk}, "side": r["_side"],
-             "n_samples": int(r["n_samples"]), "n_failed": int(r["n_failed"])}
+             "n_samples": int(r["n_samples"]), "n_failed": int(r["n_failed"]),
+             "huge_share": None if pd.isna(r["huge_share"]) else float(r["huge_share"])}
             for r in info.to_dict("records")]
     matched = set(pairs["ua"]) | set(pairs["ub"])
     unmatched = {s: [{k: m[k] for k in ("config", "label", "model", "group", "n_samples", "n_failed")}
@@ -368,6 +373,9 @@ def _row(A: dict, B: dict, m: str, r: dict, ci: str, alpha: float, min_effect: f
         notes.append(f"Welch p < {alpha:g} but the 95% CI of the ratio does not exclude 1")
     if A["n_failed"] or B["n_failed"]:
         notes.append(f"failed samples: A {A['n_failed']}, B {B['n_failed']} (not averaged)")
+    ha, hb = A.get("huge_share"), B.get("huge_share")
+    if ha is not None and hb is not None and abs(ha - hb) > table.HUGE_SHARE_SPREAD:
+        notes.append(f"weights mapped differently (huge-page share A {ha:.0%}, B {hb:.0%}): a factor of CPU decode")
     notes.append("significant" if significant else "not significant")
     good = better_when(m)
     if not significant:

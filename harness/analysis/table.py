@@ -101,6 +101,10 @@ COLUMNS: tuple[Column, ...] = (
            "written or read, and moves CPU decode speed"),
 )
 
+#: Runs of one model whose weights_huge_share differ by more than this are named (report risks,
+#: compare notes): where the weights sit in memory moves CPU decode speed.
+HUGE_SHARE_SPREAD = 0.25
+
 NAMES = tuple(c.name for c in COLUMNS)
 GROUP_KEYS = tuple(c.name for c in COLUMNS if c.kind == "group")
 PARAMS = tuple(c.name for c in COLUMNS if c.kind == "param")

@@ -4,9 +4,9 @@ With `runtime.use_mmap=true` (llama.cpp's default) the weights are the page cach
 file, mapped into the engine's process. The kernel maps that cache with 2 MiB entries only where it
 holds the file in 2 MiB folios, and that depends on how the file was last written or read (one
 file copied with large writes, the same bytes written in 64 KiB pieces, a cold read after a reboot),
-not on the weights. On a CPU, decode reads every weight once per token, so TLB misses make the
-difference visible: the same model decoded 48-56 tok/s from a file assembled in small writes and
-73-80 tok/s from a fresh copy on the 2-core development machine. run.json records the share here
+not on the weights. On a CPU, decode reads every weight once per token, so TLB misses show: the
+same 270M bytes decoded 4-9% slower from the installed file (25% mapped with 2 MiB pages) than
+from a fresh copy (99%) in interleaved benchmarks (benchmarks/test_twin_fidelity.py). run.json records the share here
 (`load.mapping`) so that two runs that differ in it are not read as a change of the engine.
 
 `/proc/self/smaps` is read in the process that loaded the model (the engine worker), right after

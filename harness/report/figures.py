@@ -21,7 +21,13 @@ LABELS = {"decode_tps": "decode tok/s", "ttft_ms": "TTFT (ms)", "prefill_tps": "
 
 
 def _plt():
+    import logging
+
     import matplotlib
+
+    # matplotlib announces its font cache at INFO ("generated new fontManager"); inside a sweep,
+    # Hydra's job logging would print that line among the progress lines.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import figures
 from .format import ci, num, param, plural, value
+from ..analysis import table
 
 UNITS = {"decode_tps": "tok/s", "ttft_ms": "ms", "prefill_tps": "tok/s", "energy_per_token_j": "J/token",
          "vram_used_mib": "MiB", "itl_p99_ms": "ms", "e2e_ms": "ms"}
@@ -107,9 +108,6 @@ def recommendations(an, varying, f) -> list[str]:
     return recs or ["No recommendation: the data shows no difference worth acting on."]
 
 
-HUGE_SHARE_SPREAD = 0.25  # runs of one model whose weights' huge-page shares differ more than this
-
-
 def risks(an) -> list[tuple[str, str, str]]:
     s, rows = an.samples, []
     ok = an.ok
@@ -129,7 +127,7 @@ def risks(an) -> list[tuple[str, str, str]]:
                      "Run exclusively; the numbers may be depressed"))
     if "weights_huge_share" in ok and ok["weights_huge_share"].notna().any():
         span = ok.groupby("model")["weights_huge_share"].agg(["min", "max"]).dropna()
-        wide = span[span["max"] - span["min"] > HUGE_SHARE_SPREAD]
+        wide = span[span["max"] - span["min"] > table.HUGE_SHARE_SPREAD]
         if len(wide):
             what = "; ".join(f"{m}: {r['min']:.0%} to {r['max']:.0%}" for m, r in wide.iterrows())
             rows.append(("Model file mapped differently", f"share of the weights mapped with huge pages, by run: {what}",

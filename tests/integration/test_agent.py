@@ -10,7 +10,7 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from conftest import TINY, load_schema, run_harness
+from conftest import TINY, copy_sweep, load_schema, run_harness
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +20,9 @@ WORKFLOW = ("Throughput", "TTFT", "Total Duration", "Tokens Generated", "Prompt 
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, model_path):
-    root = tmp_path_factory.mktemp("agent")
-    r = run_harness("run", "-m", "sampling.temperature=0.2,1.0", *TINY, "report.auto=false",
-                    f"results_dir={root}", "sweep_name=s", cwd=root)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return root / "s"
+def sweep(tiny_sweep, tmp_path_factory):
+    """A copy of the session's real 2x2 sweep without its report: the agent writes one here."""
+    return copy_sweep(tiny_sweep.dir, tmp_path_factory.mktemp("agent"))
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +103,7 @@ def test_agent_run_is_a_recorded_benchmark_run(agent_report, sweep):
     again = run_harness("report", str(sweep), "--out", str(sweep / "plain"), cwd=sweep.parent)
     assert again.returncode == 0, again.stderr[-2000:]
     plain = (sweep / "plain" / "report.md").read_text()
-    assert "2 configurations, 4 samples" in plain and "Narrative" not in plain
+    assert "4 configurations, 12 samples" in plain and "Narrative" not in plain
 
 
 def test_report_with_narrative_llm_and_sampling_overrides(sweep):

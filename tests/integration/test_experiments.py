@@ -140,15 +140,10 @@ def test_agent_ab_compares_b_with_a(harness_cli, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def quick_sweep(tmp_path_factory):
-    """A real sweep of 4 configurations (two contexts, two temperatures), tiny budgets."""
-    from conftest import run_harness
-
-    root = tmp_path_factory.mktemp("abq")
-    r = run_harness("run", "-m", "runtime.n_ctx=512,2048", "sampling.temperature=0.0,0.7", *TINY,
-                    "report.auto=false", f"results_dir={root}", "sweep_name=q", cwd=root)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return root / "q"
+def quick_sweep(tiny_sweep):
+    """A real sweep of 4 configurations (two contexts, two temperatures), tiny budgets: the
+    session's (conftest.tiny_sweep), read only."""
+    return tiny_sweep.dir
 
 
 @pytest.mark.slow

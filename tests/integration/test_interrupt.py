@@ -1,5 +1,6 @@
 """SIGINT / SIGTERM during a real sweep: exit 130 / 143, the sweep marked interrupted, every
-run.json left behind complete and valid, and a re-run that measures only the missing points."""
+run.json left behind complete and valid, and (after SIGINT) a re-run that measures only the
+missing points."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def test_interrupted_sweep_is_marked_and_resumes(sig, code, tmp_path, model_path
         jsonschema.validate(rec, schema)
         assert rec["status"] == "ok"
     assert not list(sweep.rglob(".tmp-*"))  # no half-written file left behind
+    if sig != signal.SIGINT:
+        return  # both signals leave the same folder behind; the resume is measured once, after SIGINT
     again = harness_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.strip().splitlines()[-1] == f"{6 - len(done)} ok, 0 failed, {len(done)} skipped"

@@ -19,15 +19,9 @@ SECTIONS = ("Executive summary", "Data ingestion", "Environment", "Performance a
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, model_path):
-    """A real 2x2 sweep; the report is written automatically at its end."""
-    from conftest import run_harness
-
-    root = tmp_path_factory.mktemp("report")
-    r = run_harness("run", "-m", "runtime.n_ctx=256,512", "sampling.temperature=0.2,1.0", *TINY,
-                    "bench.repetitions=3", f"results_dir={root}", "sweep_name=s", cwd=root)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return root / "s", r
+def sweep(tiny_sweep):
+    """The session's real 2x2 sweep (conftest.tiny_sweep); the report was written at its end."""
+    return tiny_sweep.dir, tiny_sweep.result
 
 
 class _Collect(HTMLParser):

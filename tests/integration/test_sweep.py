@@ -7,22 +7,22 @@ import csv
 import json
 
 import pytest
-from conftest import TINY, load_schema, run_records
+from conftest import TINY, copy_sweep, load_schema, run_records
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sweep_2x2(tmp_path_factory, model_path):
-    """One real 2x2 sweep shared by the tests below (n_ctx x temperature, load axis first)."""
+def sweep_2x2(tiny_sweep, tmp_path_factory):
+    """The session's real 2x2 sweep (n_ctx x temperature, load axis first; conftest.tiny_sweep),
+    and the same sweep run again on a copy of its folder."""
     from conftest import run_harness
 
     root = tmp_path_factory.mktemp("sweep")
-    args = ["run", "-m", "runtime.n_ctx=256,512", "sampling.temperature=0.2,1.0", *TINY,
-            f"results_dir={root}", "sweep_name=s"]
-    first = run_harness(*args, cwd=root)
+    copy_sweep(tiny_sweep.dir, root, report=True)
+    args = [a if not a.startswith("results_dir=") else f"results_dir={root}" for a in tiny_sweep.args]
     second = run_harness(*args, cwd=root)
-    return root / "s", first, second, args
+    return tiny_sweep.dir, tiny_sweep.result, second, root / "s"
 
 
 def test_2x2_sweep_writes_four_valid_runs(sweep_2x2):
@@ -37,7 +37,7 @@ def test_2x2_sweep_writes_four_valid_runs(sweep_2x2):
     for name, rec in recs.items():
         jsonschema.validate(rec, schema)
         assert rec["status"] == "ok" and rec["error"] is None
-        assert len(rec["repetitions"]) == 2
+        assert len(rec["repetitions"]) == 3
         for rep in rec["repetitions"]:
             assert rep["n_gen_tokens"] == 8  # ignore_eos: fixed length
             assert 0 < rep["ttft_ms"] < rep["e2e_ms"]
@@ -51,9 +51,9 @@ def test_tokens_csv_has_reps_times_tokens_rows(sweep_2x2):
     for job in run_records(sweep_dir):
         with open(sweep_dir / job / "tokens.csv") as f:
             rows = list(csv.DictReader(f))
-        assert len(rows) == 2 * 8
-        assert {r["rep"] for r in rows} == {"0", "1"}
-        for rep in ("0", "1"):
+        assert len(rows) == 3 * 8
+        assert {r["rep"] for r in rows} == {"0", "1", "2"}
+        for rep in ("0", "1", "2"):
             t = [int(r["t_ns"]) for r in rows if r["rep"] == rep]
             assert t == sorted(t) and t[0] > 0
 
@@ -89,7 +89,7 @@ def test_model_is_reused_while_load_parameters_are_equal(sweep_2x2):
 
 
 def test_second_run_of_the_same_sweep_skips_everything(sweep_2x2):
-    sweep_dir, first, second, _ = sweep_2x2
+    _, _, second, sweep_dir = sweep_2x2
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.strip().splitlines()[-1] == "0 ok, 0 failed, 4 skipped"
     # The skipped points keep their original records.

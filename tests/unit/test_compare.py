@@ -246,3 +246,15 @@ def test_saved_benchmarks_are_matched_by_name_not_parameters(tmp_path, capsys):
     assert set(by) == {"test_short_chat_decode64", "test_other"}  # never pooled into one configuration
     assert by["test_other"]["ratio"] == pytest.approx(0.7) and by["test_other"]["significant"]
     assert by["test_short_chat_decode64"]["ratio"] == pytest.approx(1.0)
+
+
+def test_sides_whose_weights_were_mapped_differently_are_noted():
+    """A's model file was mostly huge-page mapped, B's mostly not: the row says so (it moves CPU
+    decode); like shares, or shares not known, add no note."""
+    r = row(compare(side(1, weights_huge_share=0.99), side(2, decode_scale=0.9, weights_huge_share=0.25)), "decode_tps")
+    assert "weights mapped differently (huge-page share A 99%, B 25%)" in r["note"]
+    assert r["note"].endswith("significant")
+    alike = row(compare(side(1, weights_huge_share=0.99), side(2, weights_huge_share=0.9)), "decode_tps")
+    assert "mapped differently" not in alike["note"]
+    unknown = row(compare(side(1), side(2, weights_huge_share=0.25)), "decode_tps")
+    assert "mapped differently" not in unknown["note"]
