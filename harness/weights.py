@@ -35,6 +35,7 @@ from .modelfile import BadModelsDir, ModelNotFound, cache_dir, resolve, sha256_f
 
 TWINS_DIR = "twins"
 _MARKER_PREFIX = "harness.twin."  # harness.twin.MARKER_PREFIX (tested equal), without importing the writer
+_TWIN_VERSION = 2  # harness.twin.TWIN_VERSION (tested equal): a cached twin of another version is made again
 # The record's twin fields, from the GGUF marker's keys (harness.twin.<key>).
 _RECORD_FIELDS = (("synthetic", "synthetic"), ("of", "twin_of"), ("seed", "twin_seed"),
                   ("source_sha256", "twin_source_sha256"), ("version", "twin_version"))
@@ -136,6 +137,12 @@ def resolve_weights(model: ModelConfig) -> Weights:
     return ensure_twin(model.name, twin_path(model.name, model.twin_seed, key), source, model.twin_seed, what, blame)
 
 
+def _current(twin: dict | None) -> dict | None:
+    """`twin` when it was written by this version of the twin writer, else None (made again: an
+    older writer's twin may run at another speed, e.g. version 1's one block scale per tensor)."""
+    return twin if twin is not None and twin.get("twin_version") == _TWIN_VERSION else None
+
+
 def ensure_twin(name: str, path: Path, source: str, seed: int, what: str, blame: str = "model.weights") -> Weights:
     """The twin at `path`, made from `source` (a GGUF path or a spec name; `what` says which in
     words, `blame` is the config key named when it cannot be made) unless a valid one is cached.
@@ -144,14 +151,14 @@ def ensure_twin(name: str, path: Path, source: str, seed: int, what: str, blame:
 
     from .twin import TwinError, make_twin  # the writer (numpy, gguf-py) only when a twin is made
 
-    found = _marker_of(path)
+    found = _current(_marker_of(path))
     if found is not None:
         return Weights(name, path, found)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_name(path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, whatever happens
-            found = _marker_of(path)
+            found = _current(_marker_of(path))
             if found is not None:  # made by another process while this one waited
                 return Weights(name, path, found)
             t0 = time.perf_counter()

@@ -75,7 +75,8 @@ def cache(tmp_path, monkeypatch):
         calls.append((str(source), Path(out), seed))
         gate.wait(5)
         of = Path(source).stem if "/" in str(source) else str(source)
-        tiny_gguf(Path(out), {"synthetic": True, "of": of, "seed": seed, "source_sha256": "ab" * 32, "version": 1})
+        tiny_gguf(Path(out), {"synthetic": True, "of": of, "seed": seed, "source_sha256": "ab" * 32,
+                              "version": harness.twin.TWIN_VERSION})
         return {"twin_of": of, "path": str(out), "seed": seed}
 
     monkeypatch.setattr(harness.twin, "make_twin", make_twin)
@@ -156,7 +157,7 @@ def test_a_twin_from_its_spec_is_made_once_and_cached(cache):
     assert first.path.name.startswith("gemma3_1b-0-") and first.path.suffix == ".gguf"
     assert first.path.name == f"gemma3_1b-0-{W.spec_hash('gemma3_1b')[:12]}.gguf"
     assert first.twin == {"synthetic": True, "twin_of": "gemma3_1b", "twin_seed": 0,
-                          "twin_source_sha256": "ab" * 32, "twin_version": 1}
+                          "twin_source_sha256": "ab" * 32, "twin_version": harness.twin.TWIN_VERSION}
     assert first.made_s is not None and "made a performance twin of gemma3_1b" in first.note()
     assert "architecture spec gemma3_1b" in first.note() and "\n" not in first.note()
     again = W.resolve_weights(m)
@@ -217,6 +218,17 @@ def test_a_cached_file_without_a_twin_marker_is_made_again(cache):
     tiny_gguf(path)  # a real-looking file where a twin should be: never taken for a twin
     w = W.resolve_weights(m)
     assert w.path == path and w.twin is not None and len(cache.calls) == 1
+
+
+def test_a_cached_twin_of_an_older_writer_is_made_again(cache):
+    m = validate(config("gemma3_1b", weights="twin")).model
+    path = W.twin_path("gemma3_1b", 0, W.spec_hash("gemma3_1b"))
+    path.parent.mkdir(parents=True)
+    tiny_gguf(path, {"synthetic": True, "of": "gemma3_1b", "seed": 0, "source_sha256": "ab" * 32,
+                     "version": harness.twin.TWIN_VERSION - 1})
+    w = W.resolve_weights(m)
+    assert w.path == path and w.twin["twin_version"] == harness.twin.TWIN_VERSION and len(cache.calls) == 1
+    assert W.resolve_weights(m).made_s is None and len(cache.calls) == 1  # current now: used as it is
 
 
 # --- plan, record, schema --------------------------------------------------------------------------
@@ -365,6 +377,7 @@ def test_console_configurations_name_the_models(tmp_path, capsys, monkeypatch):
 
 def test_the_marker_is_read_as_harness_twin_reads_it(tmp_path):
     assert W._MARKER_PREFIX == harness.twin.MARKER_PREFIX
+    assert W._TWIN_VERSION == harness.twin.TWIN_VERSION
     marked = tiny_gguf(tmp_path / "t.gguf", {"synthetic": True, "of": "x", "seed": 2, "source_sha256": "s", "version": 1})
     assert W.file_twin(marked) == W.twin_record(harness.twin.twin_marker(marked))
     unmarked = tiny_gguf(tmp_path / "u.gguf", {"synthetic": False, "of": "x"})
