@@ -132,9 +132,15 @@ def cmd_run(args: list[str]) -> int:
     task = hydra.main(version_base="1.3", config_path=hydra_conf.conf_dir(), config_name="config")(run_point)
     saved = sys.argv
     sys.argv = ["harness run", *args]
+    _SIGNALLED.clear()
     previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     try:
         task()
+        if _SIGNALLED:
+            # The signal's KeyboardInterrupt was swallowed on its way up (a library that catches
+            # it, or it came between two points): the sweep still stops here, as interrupted.
+            raise Terminated() if _SIGNALLED[0] == signal.SIGTERM else KeyboardInterrupt()
     except KeyboardInterrupt as e:
         # SIGINT or SIGTERM: the point being measured has no run.json (writes are atomic, so it
         # is simply missing and a re-run measures it); finished points stay; the sweep says so.
@@ -162,6 +168,7 @@ def cmd_run(args: list[str]) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         sys.argv = saved
         state.close()  # the engine worker frees its model and exits (killed if it does not)
     if inv.sweep_dir is not None:
@@ -189,8 +196,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered like Ctrl-C so every finally block and atomic write completes."""
 
 
+_SIGNALLED: list[int] = []  # SIGINT / SIGTERM received during the sweep, whatever became of the exception
+
+
 def _terminate(signum, frame):
+    _SIGNALLED.append(signum)
     raise Terminated()
+
+
+def _interrupt(signum, frame):
+    _SIGNALLED.append(signum)
+    raise KeyboardInterrupt()
 
 
 def _why_stopped(e: SystemExit) -> str:

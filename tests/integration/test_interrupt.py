@@ -53,3 +53,34 @@ def test_interrupted_sweep_is_marked_and_resumes(sig, code, tmp_path, model_path
     assert again.stdout.strip().splitlines()[-1] == f"{6 - len(done)} ok, 0 failed, {len(done)} skipped"
     assert len(run_records(sweep)) == 6
     assert json.loads((sweep / "sweep.json").read_text())["state"] == "complete"
+
+
+SWALLOW = """
+import os, signal, sys, threading
+from harness import cli, runner
+
+measure = runner.run_point
+
+def run_point(cfg, state):
+    try:  # a library on the way that catches the KeyboardInterrupt of Ctrl-C and goes on
+        os.kill(os.getpid(), signal.SIGINT)
+        threading.Event().wait(1)
+    except KeyboardInterrupt:
+        pass
+    return measure(cfg, state)
+
+runner.run_point = run_point
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_ctrl_c_whose_exception_is_swallowed_still_stops_the_sweep(tmp_path):
+    """Ctrl-C is never lost: even when its KeyboardInterrupt is caught inside a point, the sweep
+    ends as interrupted with exit 130 (the handler records the signal, the sweep checks it)."""
+    args = ["run", "-m", "sampling.temperature=0.2,1.0", *TINY, "bench.repetitions=1", "report.auto=false",
+            f"results_dir={tmp_path}", "sweep_name=s"]
+    r = subprocess.run([sys.executable, "-c", SWALLOW, *args], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "HARNESS_DEVICE_LOCK_SCOPE": f"pytest-{os.getpid()}"})
+    assert r.returncode == 130, (r.stdout[-1000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and "interrupted (SIGINT)" in r.stderr
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["state"] == "interrupted"
