@@ -132,15 +132,20 @@ def cmd_run(args: list[str]) -> int:
     task = hydra.main(version_base="1.3", config_path=hydra_conf.conf_dir(), config_name="config")(run_point)
     saved = sys.argv
     sys.argv = ["harness run", *args]
-    _SIGNALLED.clear()
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    previous_int = signal.signal(signal.SIGINT, _interrupt)
+    signalled: list[int] = []  # SIGINT / SIGTERM received, whatever became of their exception
+
+    def on_signal(signum, frame):
+        signalled.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    previous_int = signal.signal(signal.SIGINT, on_signal)
     try:
         task()
-        if _SIGNALLED:
+        if signalled:
             # The signal's KeyboardInterrupt was swallowed on its way up (a library that catches
             # it, or it came between two points): the sweep still stops here, as interrupted.
-            raise Terminated() if _SIGNALLED[0] == signal.SIGTERM else KeyboardInterrupt()
+            raise Terminated() if signalled[0] == signal.SIGTERM else KeyboardInterrupt()
     except KeyboardInterrupt as e:
         # SIGINT or SIGTERM: the point being measured has no run.json (writes are atomic, so it
         # is simply missing and a re-run measures it); finished points stay; the sweep says so.
@@ -194,19 +199,6 @@ def cmd_run(args: list[str]) -> int:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered like Ctrl-C so every finally block and atomic write completes."""
-
-
-_SIGNALLED: list[int] = []  # SIGINT / SIGTERM received during the sweep, whatever became of the exception
-
-
-def _terminate(signum, frame):
-    _SIGNALLED.append(signum)
-    raise Terminated()
-
-
-def _interrupt(signum, frame):
-    _SIGNALLED.append(signum)
-    raise KeyboardInterrupt()
 
 
 def _why_stopped(e: SystemExit) -> str:

@@ -6,8 +6,9 @@ holds the file in 2 MiB folios, and that depends on how the file was last writte
 file copied with large writes, the same bytes written in 64 KiB pieces, a cold read after a reboot),
 not on the weights. On a CPU, decode reads every weight once per token, so TLB misses show: the
 same 270M bytes decoded 4-9% slower from the installed file (25% mapped with 2 MiB pages) than
-from a fresh copy (99%) in interleaved benchmarks (benchmarks/test_twin_fidelity.py). run.json records the share here
-(`load.mapping`) so that two runs that differ in it are not read as a change of the engine.
+from a fresh copy (99%) in interleaved benchmarks (benchmarks/test_twin_fidelity.py). run.json
+records the share (`load.mapping`) so that two runs that differ in it are not read as a change of
+the engine.
 
 `/proc/self/smaps` is read in the process that loaded the model (the engine worker), right after
 the load: llama.cpp populates the mapping at load (MAP_POPULATE), so every page is resident then.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 _HEADER = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
 MIB = 1 << 20
@@ -31,7 +33,7 @@ def model_mapping(model_path: str, use_mmap: bool, smaps: str = "/proc/self/smap
         return {"mmap": False}
     try:
         target = os.stat(model_path)
-        text = open(smaps, encoding="utf-8", errors="replace").read()
+        text = Path(smaps).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     sizes = {"Size": 0, "Rss": 0, "FilePmdMapped": 0}
@@ -58,7 +60,8 @@ def _same_file(header: str, target: os.stat_result) -> bool:
     if len(parts) < 5:
         return False
     try:
-        return int(parts[4]) == target.st_ino and int(parts[4]) != 0 and _dev(parts[3]) == target.st_dev
+        inode = int(parts[4])
+        return inode != 0 and inode == target.st_ino and _dev(parts[3]) == target.st_dev
     except ValueError:
         return False
 

@@ -6,9 +6,9 @@ rules, risks from what the data shows. `build` places them in the document.
 
 from __future__ import annotations
 
+from ..analysis import table
 from . import figures
 from .format import ci, num, param, plural, value
-from ..analysis import table
 
 UNITS = {"decode_tps": "tok/s", "ttft_ms": "ms", "prefill_tps": "tok/s", "energy_per_token_j": "J/token",
          "vram_used_mib": "MiB", "itl_p99_ms": "ms", "e2e_ms": "ms"}
