@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special
 
 from .. import registry
 from ..report.format import interval, param
 from . import table
 from .best import plain
 from .effects import constant_permutation_p, holm
+from .significance import welch_p_array
 from .stats import (RUN_LEVEL_METRICS, group_label, metric_units, natural_key, non_negative, ok_mask,
                     summary_frame, varying_params)
 
@@ -306,14 +307,14 @@ def _ratio_stats(ma, sa, na, mb, sb, nb) -> dict:
         ratio = np.where(np.isfinite(ratio), ratio, np.nan)
         df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
         df = np.where((va + vb) > 0, df, np.inf)
-        q = sps.t.ppf(0.975, np.where(np.isfinite(df), df, 1e9)) ** 2
+        q = special.stdtrit(np.where(np.isfinite(df), df, 1e9), 0.975) ** 2
         den = ma ** 2 - q * va
         disc = q * (ma ** 2 * vb + mb ** 2 * va) - q ** 2 * va * vb
         root = np.sqrt(np.maximum(disc, 0.0))
         bounded = (den > 0) & (na >= 2) & (nb >= 2) & (ma > 0)
         lo = np.where(bounded, (ma * mb - root) / den, np.nan)
         hi = np.where(bounded, (ma * mb + root) / den, np.nan)
-        p = sps.ttest_ind_from_stats(ma, sa, na, mb, sb, nb, equal_var=False).pvalue
+        p = welch_p_array(ma, sa, na, mb, sb, nb)
     p = np.asarray(p, dtype=float)
     small = (na < 2) | (nb < 2)
     flat = ~small & (sa == 0) & (sb == 0)

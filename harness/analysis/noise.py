@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special
 
 ALPHA, POWER = 0.05, 0.8
 TARGET_EFFECT = 0.02  # the difference the "repetitions needed" column is for
@@ -72,7 +72,7 @@ def line_fit(x, y) -> dict | None:
     if se == 0:
         p = 0.0 if slope != 0 else 1.0
     else:
-        p = float(2 * sps.t.sf(abs(slope / se), df))
+        p = float(2 * special.stdtr(df, -abs(slope / se)))
     return {"slope": slope, "intercept": float(intercept), "se": se, "df": df, "p": p, "n": int(x.size),
             "x_span": float(np.ptp(x))}
 
@@ -99,7 +99,7 @@ def control_drift(doc: dict) -> dict[str, dict]:
                "p": None}
         if fit is not None and mean:
             change = fit["slope"] * fit["x_span"]
-            half = float(sps.t.ppf(0.975, fit["df"])) * fit["se"] * fit["x_span"]
+            half = float(special.stdtrit(fit["df"], 0.975)) * fit["se"] * fit["x_span"]
             row.update(rel=change / mean, rel_ci=((change - half) / mean, (change + half) / mean), p=fit["p"])
         elif first and last and mean:
             row["rel"] = (row["last_round_mean"] - row["first_round_mean"]) / mean
@@ -134,7 +134,7 @@ def mde(cv: float, n: float) -> float | None:
     if not (cv is not None and math.isfinite(cv) and n and n >= 2):
         return None
     df = 2 * n - 2
-    return float((sps.t.ppf(1 - ALPHA / 2, df) + sps.t.ppf(POWER, df)) * cv * math.sqrt(2 / n))
+    return float((special.stdtrit(df, 1 - ALPHA / 2) + special.stdtrit(df, POWER)) * cv * math.sqrt(2 / n))
 
 
 def reps_for(cv: float, effect: float = TARGET_EFFECT) -> int | None:
@@ -142,7 +142,7 @@ def reps_for(cv: float, effect: float = TARGET_EFFECT) -> int | None:
     at least 2)."""
     if not (cv is not None and math.isfinite(cv)) or effect <= 0:
         return None
-    z = sps.norm.ppf(1 - ALPHA / 2) + sps.norm.ppf(POWER)
+    z = special.ndtri(1 - ALPHA / 2) + special.ndtri(POWER)
     return max(2, math.ceil(2 * (z * cv / effect) ** 2))
 
 

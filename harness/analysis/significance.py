@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 from scipy import special
-from scipy import stats as sps
 
 PERMUTATION_RESAMPLES = 9999
 MIN_N_WELCH = 3
@@ -50,6 +49,24 @@ def welch_p(n_a, mean_a, var_a, n_b, mean_b, var_b) -> float:
     return float(2 * special.stdtr(df, -abs(mean_b - mean_a) / math.sqrt(se2)))
 
 
+def one_sample_t_p(d) -> float:
+    """Two-sided p of the one-sample t-test of mean(d) == 0 (scipy.stats.ttest_1samp's p)."""
+    d = np.asarray(d, dtype=float)
+    se = float(np.std(d, ddof=1)) / math.sqrt(d.size)
+    return float(2 * special.stdtr(d.size - 1, -abs(float(np.mean(d))) / se))
+
+
+def welch_p_array(ma, sa, na, mb, sb, nb) -> np.ndarray:
+    """Two-sided p of Welch's t-test from means, standard deviations and counts, element-wise
+    (scipy.stats.ttest_ind_from_stats with equal_var=False); NaN where both variances are zero."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        va, vb = sa ** 2 / na, sb ** 2 / nb
+        se2 = va + vb
+        df = se2 ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+        p = 2 * special.stdtr(df, -np.abs(mb - ma) / np.sqrt(se2))
+    return np.where(se2 > 0, p, np.nan)
+
+
 def exact_permutation_p(a, b) -> float:
     """Two-sided p of the difference in means over every split of the pooled values into groups of
     a's and b's sizes (for a sample of one, that is one split per pooled value)."""
@@ -85,7 +102,9 @@ def two_level_test(n_a, mean_a, var_a, n_b, mean_b, var_b, samples, seed: int) -
         return "permutation", constant_permutation_p(a.size, b.size, bool(a[0] == b[0])), why
     if min(a.size, b.size) < 2:  # scipy needs two observations per sample: enumerate exactly
         return "permutation", exact_permutation_p(a, b), why
-    res = sps.permutation_test((a, b), mean_diff, vectorized=True, n_resamples=PERMUTATION_RESAMPLES,
+    from scipy import stats  # only here: scipy.stats costs a second to import
+
+    res = stats.permutation_test((a, b), mean_diff, vectorized=True, n_resamples=PERMUTATION_RESAMPLES,
                                permutation_type="independent", alternative="two-sided",
                                rng=np.random.default_rng(seed), batch=max(1, 2_000_000 // (a.size + b.size)))
     return "permutation", float(min(1.0, res.pvalue)), why
@@ -108,5 +127,5 @@ def stratified_test(na, nb, ma, mb, sse) -> tuple[float, float, str, float, str]
         return diff, base, "stratified", float(2 * special.stdtr(df, -abs(diff) / se)), why
     d = mb - ma
     if d.size >= 3 and np.ptp(d) > 0:
-        return diff, base, "stratified", float(sps.ttest_1samp(d, 0.0).pvalue), why + " (paired over them)"
+        return diff, base, "stratified", one_sample_t_p(d), why + " (paired over them)"
     return diff, base, "none", math.nan, why + "; too few replicates to test"

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special
 
 from .. import registry
 from . import table
@@ -147,7 +147,7 @@ def summary_frame(values: pd.DataFrame, by: pd.Series | np.ndarray) -> pd.DataFr
         mean, std = agg[(c, "mean")], agg[(c, "std")]
         std = std.where(n >= 2)
         with np.errstate(invalid="ignore", divide="ignore"):
-            tq = sps.t.ppf(0.975, np.maximum(n.to_numpy() - 1, 1))
+            tq = special.stdtrit(np.maximum(n.to_numpy() - 1, 1), 0.975)
             half = tq * std / np.sqrt(n)
             cv = (std / mean).where(mean != 0)
         lo, hi = mean - half, mean + half

@@ -47,7 +47,7 @@ def _mean_ci(values: np.ndarray, metric: str) -> tuple[float, float, float]:
     """(mean, error below, error above) for a 95% CI bar: the t-interval, clipped at zero for a
     quantity that cannot be negative (as in the report's tables); no bar for n < 2 or a mean that
     is not finite."""
-    from scipy import stats
+    from scipy import special
 
     v = values[np.isfinite(values)]
     scale = float(np.abs(v).max()) if v.size else 0.0
@@ -57,7 +57,7 @@ def _mean_ci(values: np.ndarray, metric: str) -> tuple[float, float, float]:
     mean = float(u.mean()) * scale
     if v.size < 2:
         return mean, 0.0, 0.0
-    half = float(stats.t.ppf(0.975, v.size - 1)) * float(u.std(ddof=1)) / math.sqrt(v.size) * scale
+    half = float(special.stdtrit(v.size - 1, 0.975)) * float(u.std(ddof=1)) / math.sqrt(v.size) * scale
     if not (math.isfinite(mean) and math.isfinite(half)):
         return mean, 0.0, 0.0
     lo, _ = clip_interval(metric, mean - half, mean + half)

@@ -72,6 +72,21 @@ def test_welch_p_from_summaries_matches_scipy():
     assert got == pytest.approx(expected, rel=1e-9)
 
 
+def test_element_wise_welch_and_one_sample_t_match_scipy():
+    from harness.analysis.significance import one_sample_t_p, welch_p_array
+
+    rng = np.random.default_rng(9)
+    n_a, n_b = rng.integers(2, 12, 50), rng.integers(2, 12, 50)
+    m_a, m_b, s_a, s_b = rng.normal(size=50), rng.normal(size=50), rng.uniform(0.01, 3, 50), rng.uniform(0.01, 3, 50)
+    expected = stats.ttest_ind_from_stats(m_a, s_a, n_a, m_b, s_b, n_b, equal_var=False).pvalue
+    assert welch_p_array(m_a, s_a, n_a, m_b, s_b, n_b) == pytest.approx(expected, rel=1e-9)
+    zero = np.zeros(2)
+    assert np.isnan(welch_p_array(np.ones(2), zero, np.full(2, 3), np.array([1.0, 2.0]), zero, np.full(2, 3))).all()
+    for n in (3, 5, 11):
+        d = rng.normal(0.3, 1, n)
+        assert one_sample_t_p(d) == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, rel=1e-9)
+
+
 def test_holm_adjustment_values():
     adj = holm([0.03, 0.2, 0.5, float("nan")])
     assert adj[:3] == pytest.approx([0.09, 0.4, 0.5])

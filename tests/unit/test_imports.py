@@ -166,3 +166,17 @@ def test_the_walk_sees_function_level_and_relative_imports(tmp_path):
 @pytest.mark.parametrize("name", ["harness.report.format", "harness.report.pipeline"])
 def test_shared_report_modules_exist(name):
     importlib.import_module(name)
+
+
+def test_a_run_and_a_report_do_not_import_scipy_stats():
+    # scipy.stats takes about a second to import, paid by every `harness run`, `report` and
+    # `compare` process; the quantiles and t-tests they need come from scipy.special. Only the
+    # resampled permutation test imports scipy.stats, when it runs.
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.runner, harness.metrics, harness.analysis_cli, harness.analysis.compare, "
+            "harness.analysis.noise, harness.analysis.significance, harness.report.figures, harness.sweepindex; "
+            "print('scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
