@@ -85,9 +85,22 @@ def preflight_sweep(config: Any) -> int:
     def recompose(overrides: list[str]):
         return compose(config_name=name, overrides=overrides, return_hydra_config=True)
 
+    if config.hydra.mode == RunMode.MULTIRUN:
+        # as the sweeper's check and the launcher compose each point: the same composition, done once
+        # within harness.hydra_conf.compositions_shared
+        from hydra.core.global_hydra import GlobalHydra
+
+        loader = GlobalHydra.instance().config_loader()
+
+        def point_config(job: list[str]):
+            return loader.load_sweep_config(config, job)
+    else:
+        def point_config(job: list[str]):
+            return compose(config_name=name, overrides=job)
+
     for job in points:
         try:
-            cfg = compose(config_name=name, overrides=job)
+            cfg = point_config(job)
         except composition_errors() as e:  # a sweep value Hydra refuses: model=llama99, an unknown key
             print(f"error: {composition_error(e, job, recompose)}", file=sys.stderr)
             sys.exit(2)

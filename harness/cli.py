@@ -141,7 +141,8 @@ def cmd_run(args: list[str]) -> int:
     previous = signal.signal(signal.SIGTERM, on_signal)
     previous_int = signal.signal(signal.SIGINT, on_signal)
     try:
-        task()
+        with hydra_conf.compositions_shared():
+            task()
         if signalled:
             # The signal's KeyboardInterrupt was swallowed on its way up (a library that catches
             # it, or it came between two points): the sweep still stops here, as interrupted.

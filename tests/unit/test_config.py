@@ -361,3 +361,42 @@ def test_report_section(report, ok):
             validate(cfg)
         assert str(e.value).startswith("report")
         assert "\n" not in str(e.value)
+
+
+def test_compositions_shared_composes_once_and_hands_out_copies():
+    from hydra import initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+    from hydra.types import RunMode
+
+    from harness import hydra_conf
+
+    hydra_conf.register_resolvers()
+    original = ConfigLoaderImpl.load_configuration
+    calls = []
+    impl = ConfigLoaderImpl._load_configuration_impl
+
+    def counted(self, *a, **k):
+        calls.append(k.get("overrides"))
+        return impl(self, *a, **k)
+
+    ConfigLoaderImpl._load_configuration_impl = counted
+    try:
+        with initialize_config_dir(config_dir=hydra_conf.conf_dir(), version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            with hydra_conf.compositions_shared():
+                a = loader.load_configuration("config", ["runtime.n_ctx=512"], RunMode.RUN)
+                a.runtime.n_ctx = 1  # a caller's change stays with that caller
+                b = loader.load_configuration("config", ["runtime.n_ctx=512"], RunMode.RUN)
+                c = loader.load_configuration("config", ["runtime.n_ctx=256"], RunMode.RUN)
+                for _ in range(2):  # a failure is not kept: each caller gets the error
+                    with pytest.raises(ConfigCompositionException):
+                        loader.load_configuration("config", ["runtime.no_such_key=1"], RunMode.RUN)
+            assert ConfigLoaderImpl.load_configuration is original
+            d = loader.load_configuration("config", ["runtime.n_ctx=512"], RunMode.RUN)
+    finally:
+        ConfigLoaderImpl._load_configuration_impl = impl
+    assert b.runtime.n_ctx == 512 and c.runtime.n_ctx == 256 and d.runtime.n_ctx == 512 and b is not a
+    assert [o for o in calls] == [["runtime.n_ctx=512"], ["runtime.n_ctx=256"], ["runtime.no_such_key=1"],
+                                   ["runtime.no_such_key=1"], ["runtime.n_ctx=512"]]
