@@ -60,7 +60,7 @@ SWEEP_MODELS="gemma3_270m gemma3_1b gemma3_4b"
 REHEARSE_NGL="0,25%,all"
 REHEARSE_CTX="512,1024"
 REHEARSE_MODELS="gemma3_270m gemma3_1b"
-REHEARSE_SWEEP_ARGS=(workload.max_tokens=8 bench.warmup=0)
+REHEARSE_SWEEP_ARGS=(workload.max_tokens=8 bench.warmup=0 bench.repetitions=2)
 REHEARSE_LB_SIZES="64,16,2"   # llama-bench comparison: prompt tokens, generated tokens, repetitions
 
 # Nominal budget (s) and the least a step can do anything useful with, in execution order.
