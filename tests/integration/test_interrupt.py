@@ -24,7 +24,7 @@ def test_interrupted_sweep_is_marked_and_resumes(sig, code, tmp_path, model_path
     import jsonschema
 
     sweep = tmp_path / "s"
-    args = ["run", "-m", *POINTS, *TINY, "bench.repetitions=3", "report.auto=false", f"results_dir={tmp_path}",
+    args = ["run", "-m", *POINTS, *TINY, "report.auto=false", f"results_dir={tmp_path}",
             "sweep_name=s"]
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "HARNESS_DEVICE_LOCK_SCOPE": f"pytest-{os.getpid()}"})
