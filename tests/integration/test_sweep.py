@@ -101,7 +101,7 @@ def test_second_run_of_the_same_sweep_skips_everything(sweep_2x2):
 def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path, harness_cli, model_path):
     long_prompt = "workload.prompt='" + "benchmark " * 400 + "'"
     r = harness_cli("run", "-m", "runtime.n_ctx=256,1024", long_prompt, *TINY, "workload.chat_template=false",
-                    f"results_dir={tmp_path}", "sweep_name=f", cwd=tmp_path)
+                    "report.auto=false", f"results_dir={tmp_path}", "sweep_name=f", cwd=tmp_path)
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "1 ok, 1 failed, 0 skipped"
     recs = run_records(tmp_path / "f")
@@ -116,7 +116,7 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path, harness_cli, m
     jsonschema.validate(failed, load_schema())
     # A re-run retries only the failed point.
     again = harness_cli("run", "-m", "runtime.n_ctx=256,1024", long_prompt, *TINY, "workload.chat_template=false",
-                        f"results_dir={tmp_path}", "sweep_name=f", cwd=tmp_path)
+                        "report.auto=false", f"results_dir={tmp_path}", "sweep_name=f", cwd=tmp_path)
     assert again.stdout.strip().splitlines()[-1] == "0 ok, 1 failed, 1 skipped"
 
 
@@ -127,7 +127,7 @@ def test_equivalent_points_are_marked(tmp_path, harness_cli, model_path):
     if engine.gpu_offload_supported():
         pytest.skip("GPU build: use 999 vs all instead (tested in unit tests of the plan)")
     r = harness_cli("run", "-m", "runtime.n_gpu_layers=0,all", *TINY, "bench.repetitions=1",
-                    f"results_dir={tmp_path}", "sweep_name=e", cwd=tmp_path)
+                    "report.auto=false", f"results_dir={tmp_path}", "sweep_name=e", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     recs = sorted(run_records(tmp_path / "e").values(), key=lambda x: x["started_at"])
     assert [x["effective"]["n_gpu_layers_effective"] for x in recs] == [0, 0]
