@@ -314,7 +314,7 @@ def _ratio_stats(ma, sa, na, mb, sb, nb) -> dict:
         bounded = (den > 0) & (na >= 2) & (nb >= 2) & (ma > 0)
         lo = np.where(bounded, (ma * mb - root) / den, np.nan)
         hi = np.where(bounded, (ma * mb + root) / den, np.nan)
-        p = welch_p_array(ma, sa, na, mb, sb, nb)
+        p = welch_p_array(na, ma, sa ** 2, nb, mb, sb ** 2)
     p = np.asarray(p, dtype=float)
     small = (na < 2) | (nb < 2)
     flat = ~small & (sa == 0) & (sb == 0)

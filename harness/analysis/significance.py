@@ -43,10 +43,18 @@ def constant_permutation_p(n_a: int, n_b: int, equal: bool) -> float:
 def welch_p(n_a, mean_a, var_a, n_b, mean_b, var_b) -> float:
     """Two-sided p of Welch's t-test from summary statistics (what scipy.stats.ttest_ind with
     equal_var=False computes from the samples)."""
-    sa, sb = var_a / n_a, var_b / n_b
-    se2 = sa + sb
-    df = se2 ** 2 / (sa ** 2 / (n_a - 1) + sb ** 2 / (n_b - 1))
-    return float(2 * special.stdtr(df, -abs(mean_b - mean_a) / math.sqrt(se2)))
+    return float(welch_p_array(n_a, mean_a, var_a, n_b, mean_b, var_b))
+
+
+def welch_p_array(n_a, mean_a, var_a, n_b, mean_b, var_b) -> np.ndarray:
+    """welch_p element-wise over arrays of summaries (scipy.stats.ttest_ind_from_stats with
+    equal_var=False); NaN where both variances are zero."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        sa, sb = np.asarray(var_a, dtype=float) / n_a, np.asarray(var_b, dtype=float) / n_b
+        se2 = sa + sb
+        df = se2 ** 2 / (sa ** 2 / (n_a - 1) + sb ** 2 / (n_b - 1))
+        p = 2 * special.stdtr(df, -np.abs(np.subtract(mean_b, mean_a)) / np.sqrt(se2))
+    return np.where(se2 > 0, p, np.nan)
 
 
 def one_sample_t_p(d) -> float:
@@ -54,17 +62,6 @@ def one_sample_t_p(d) -> float:
     d = np.asarray(d, dtype=float)
     se = float(np.std(d, ddof=1)) / math.sqrt(d.size)
     return float(2 * special.stdtr(d.size - 1, -abs(float(np.mean(d))) / se))
-
-
-def welch_p_array(ma, sa, na, mb, sb, nb) -> np.ndarray:
-    """Two-sided p of Welch's t-test from means, standard deviations and counts, element-wise
-    (scipy.stats.ttest_ind_from_stats with equal_var=False); NaN where both variances are zero."""
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        va, vb = sa ** 2 / na, sb ** 2 / nb
-        se2 = va + vb
-        df = se2 ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
-        p = 2 * special.stdtr(df, -np.abs(mb - ma) / np.sqrt(se2))
-    return np.where(se2 > 0, p, np.nan)
 
 
 def exact_permutation_p(a, b) -> float:

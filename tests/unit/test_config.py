@@ -398,5 +398,5 @@ def test_compositions_shared_composes_once_and_hands_out_copies():
     finally:
         ConfigLoaderImpl._load_configuration_impl = impl
     assert b.runtime.n_ctx == 512 and c.runtime.n_ctx == 256 and d.runtime.n_ctx == 512 and b is not a
-    assert [o for o in calls] == [["runtime.n_ctx=512"], ["runtime.n_ctx=256"], ["runtime.no_such_key=1"],
+    assert calls == [["runtime.n_ctx=512"], ["runtime.n_ctx=256"], ["runtime.no_such_key=1"],
                                    ["runtime.no_such_key=1"], ["runtime.n_ctx=512"]]

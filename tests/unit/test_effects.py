@@ -79,9 +79,9 @@ def test_element_wise_welch_and_one_sample_t_match_scipy():
     n_a, n_b = rng.integers(2, 12, 50), rng.integers(2, 12, 50)
     m_a, m_b, s_a, s_b = rng.normal(size=50), rng.normal(size=50), rng.uniform(0.01, 3, 50), rng.uniform(0.01, 3, 50)
     expected = stats.ttest_ind_from_stats(m_a, s_a, n_a, m_b, s_b, n_b, equal_var=False).pvalue
-    assert welch_p_array(m_a, s_a, n_a, m_b, s_b, n_b) == pytest.approx(expected, rel=1e-9)
+    assert welch_p_array(n_a, m_a, s_a ** 2, n_b, m_b, s_b ** 2) == pytest.approx(expected, rel=1e-9)
     zero = np.zeros(2)
-    assert np.isnan(welch_p_array(np.ones(2), zero, np.full(2, 3), np.array([1.0, 2.0]), zero, np.full(2, 3))).all()
+    assert np.isnan(welch_p_array(np.full(2, 3), np.ones(2), zero, np.full(2, 3), np.array([1.0, 2.0]), zero)).all()
     for n in (3, 5, 11):
         d = rng.normal(0.3, 1, n)
         assert one_sample_t_p(d) == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, rel=1e-9)
