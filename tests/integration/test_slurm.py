@@ -215,9 +215,11 @@ def test_a_request_no_node_can_satisfy_is_refused_before_submission(slurm, tmp_p
 @pytest.mark.slow
 def test_a_job_over_its_time_limit_fails_its_point_with_timeout(slurm, tmp_path, harness_cli, model_path):
     # Slurm warns the job signal_delay_s before its limit (1 min): the point, which would take
-    # minutes, stops at once and its job records it.
+    # minutes, stops at once and its job records it. The warning is due 10 s after the start, once
+    # submitit has set its handlers: a warning due at the start (a delay of 60 s) can reach the job
+    # before Python is up, and the default action of SIGUSR2 kills it (JobFailed).
     r = harness_cli(*_sweep_args(tmp_path, "t", "bench.repetitions=500", "hydra.launcher.timeout_min=1",
-                                 "hydra.launcher.signal_delay_s=60"),
+                                 "hydra.launcher.signal_delay_s=50"),
                     cwd=tmp_path, env=slurm["env"], timeout=240)
     assert r.returncode == 1, r.stderr[-3000:]
     assert "0 ok, 1 failed, 0 skipped" in r.stdout
