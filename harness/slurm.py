@@ -51,6 +51,11 @@ log = logging.getLogger("harness")
 DEFAULT_CPUS = 8
 DEFAULT_MEM_GB = 32
 DEFAULT_TIMEOUT_MIN = 120
+# Slurm's warning that a job reaches its time limit (sbatch --signal, as submitit asks for it), and
+# how early Slurm may send it: it acts on time limits every 30 s and sends the warning when it would
+# be due before the next check (sbatch(1): "up to 60 seconds earlier than specified").
+WARNING_SIGNAL = signal.SIGUSR2
+WARNING_EARLY_S = 60
 
 # Pending reasons that never clear by waiting: the request exceeds the partition or the account.
 NEVER_RUNS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
@@ -213,22 +218,20 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict) -> JobReturn:
         # In the job: submitit has set its handlers; Slurm's SIGUSR2 (signal_delay_s before the
-        # time limit) and SIGTERM (KillWait before SIGKILL) now fail the point being measured,
+        # time limit, or up to WARNING_EARLY_S s sooner) and SIGTERM (KillWait before SIGKILL) now fail the point being measured,
         # which the job still has time to record.
-        limit, delay = self.params.get("timeout_min"), self.params.get("signal_delay_s")
         env = os.environ
         jid = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env
                else env.get("SLURM_JOB_ID", "?"))
 
         def time_limit(signum, frame):
-            raise JobTimeLimit(f"timeout: the Slurm job {jid} reaches its time "
-                               f"limit ({limit} min) within {delay} s (hydra.launcher.timeout_min)")
+            raise JobTimeLimit(time_limit_message(jid, self.params))
 
         def stopped(signum, frame):
             raise JobStopped(f"cancelled: the Slurm job {jid} was stopped "
                              "(SIGTERM: scancel or preemption)")
 
-        signal.signal(signal.SIGUSR2, time_limit)
+        signal.signal(WARNING_SIGNAL, time_limit)
         # submitit ignores SIGTERM; the point would go on measuring until SIGKILL and maybe record
         # itself ok after the scheduler had ended the job.
         signal.signal(signal.SIGTERM, stopped)
@@ -245,6 +248,12 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         p = self.params
         log.info("Slurm partition %s: %s CPUs, %s GB, %s GPU(s), %s min per job", part.name, p["cpus_per_task"],
                  p["mem_gb"], p["gpus_per_node"] or 0, p["timeout_min"])
+        lead = float(p["timeout_min"]) * 60 - float(p.get("signal_delay_s") or 0)
+        if lead < WARNING_EARLY_S + 30:
+            log.warning("hydra.launcher.timeout_min=%s with signal_delay_s=%s: Slurm may send its time-limit "
+                        "warning as the job starts, before it can record its point (the point then fails "
+                        "as JobTimeLimit, recorded here); leave at least %d s between them",
+                        p["timeout_min"], p.get("signal_delay_s"), WARNING_EARLY_S + 30)
 
         init_keys = {"submitit_folder", "max_num_timeout"}
         executor = submitit.AutoExecutor(cluster="slurm", folder=p["submitit_folder"],
@@ -306,7 +315,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                     # shared file system, for a job that completed).
                     gone[i] = gone.get(i, 0) + 1
                     if gone[i] >= (6 if state == "COMPLETED" else 2):
-                        kind, why = _why_ended(str(job.job_id), state, reason, self.params)
+                        kind, why = _why_ended(str(job.job_id), state, reason, self.params,
+                                               _tail(Path(job.paths.stderr)))
                         out[i] = self._failed(points[i], kind, f"{why}; its log: {job.paths.stderr}")
                         del open_[i]
             if open_:
@@ -318,8 +328,13 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         try:
             return job.results()[0]
         except Exception as e:  # the job's process raised outside the run boundary, or was stopped
-            last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            kind = "JobTimeout" if "timeout:" in str(e) or "timed-out" in str(e) else "JobFailed"
+            text = str(e)
+            last = (text.strip().splitlines() or [type(e).__name__])[-1]
+            if "timeout: the Slurm job" in text or "timed-out" in text:
+                # The time-limit warning came outside the point (before Hydra ran it, or while
+                # submitit's own handler was still in place, which says "timed-out").
+                return self._failed(pt, "JobTimeLimit", time_limit_message(str(job.job_id), self.params))
+            kind = "JobTimeout" if "timeout:" in text else "JobFailed"
             return self._failed(pt, kind, f"job: Slurm job {job.job_id} failed: {last}"
                                 if kind == "JobFailed" else f"timeout: Slurm job {job.job_id}: {last}")
 
@@ -340,8 +355,39 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                          status=JobStatus.COMPLETED, _return_value="failed")
 
 
-def _why_ended(job_id: str, state: str | None, reason: str, params: dict) -> tuple[str, str]:
-    """(error type, message) of a job that ended without a result."""
+def time_limit_message(job_id: str, params: dict, early: bool = False) -> str:
+    """The error message of a point stopped by Slurm's warning that its job reaches the time limit."""
+    msg = (f"timeout: the Slurm job {job_id} reaches its time limit ({params.get('timeout_min')} min) "
+           f"within {params.get('signal_delay_s')} s (hydra.launcher.timeout_min)")
+    if early:
+        msg += (f"; the warning ({signal.Signals(WARNING_SIGNAL).name}) came before the job could handle it "
+                f"(Slurm may send it up to {WARNING_EARLY_S} s early)")
+    return msg
+
+
+def _tail(path: Path, size: int = 16 * 1024) -> str:
+    """The end of a job's log ("" when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _killed_by_warning(log_tail: str) -> bool:
+    """Whether srun says a task of the job died of the time-limit warning signal (which kills a
+    process that has not set a handler yet: it came before Python was up)."""
+    name = signal.strsignal(WARNING_SIGNAL) or ""
+    return bool(name) and any("srun: error:" in ln and ln.rstrip().endswith(f": {name}")
+                              for ln in log_tail.splitlines())
+
+
+def _why_ended(job_id: str, state: str | None, reason: str, params: dict,
+               log_tail: str = "") -> tuple[str, str]:
+    """(error type, message) of a job that ended without a result; `log_tail`: the end of its log."""
+    if state in (None, "FAILED") and _killed_by_warning(log_tail):
+        return "JobTimeLimit", time_limit_message(job_id, params, early=True)
     if state == "TIMEOUT":
         return "JobTimeout", (f"timeout: Slurm job {job_id} ran past its time limit "
                               f"({params.get('timeout_min')} min, hydra.launcher.timeout_min)")

@@ -2,7 +2,9 @@
 
 Started by supervisor.WorkerEngine with one end of a socket pair as FD. It serves engine requests
 (backend.serve) until the supervisor closes the connection. It dies with its supervisor (Linux
-PR_SET_PDEATHSIG), and leaves SIGINT to it: Ctrl-C reaches the sweep process, which decides.
+PR_SET_PDEATHSIG), and leaves SIGINT, SIGTERM and SIGUSR2 to it: Ctrl-C, `kill`, and Slurm's
+time-limit warning and scancel (which signal every process of the job) reach the sweep process,
+which decides, records the point and stops the worker (SIGKILL).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def main(argv: list[str]) -> int:
     fd, parent_pid = int(argv[0]), int(argv[1])
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
     _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from multiprocessing.connection import Connection
 
     from .backend import serve

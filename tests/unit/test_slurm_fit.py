@@ -1,12 +1,25 @@
-"""The Slurm launcher's reading of sinfo and its fitting of a request to a partition (pure)."""
+"""The Slurm launcher's reading of sinfo, its fitting of a request to a partition, and its account of a
+job that ended without recording its point (no Slurm needed)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
-from harness.slurm import Partition, RequestRefused, fit, parse_gpus, parse_minutes  # noqa: E402
+from harness.slurm import (  # noqa: E402
+    JobTimeLimit,
+    Partition,
+    RequestRefused,
+    SlurmLauncher,
+    _Point,
+    _why_ended,
+    fit,
+    parse_gpus,
+    parse_minutes,
+)
 
 GPU_NODES = Partition(name="gpu", cpus=64, mem_mb=515000, gpus=8, max_time_min=2880)
 CPU_NODES = Partition(name="cpu", cpus=2, mem_mb=19000, gpus=0, max_time_min=None)
@@ -52,3 +65,56 @@ def test_explicit_requests_within_the_partition_stand():
     assert fit(asked, GPU_NODES) == asked
     with pytest.raises(RequestRefused, match=r"gpus_per_node: 1 GPU\(s\) per job, .* at most 0 GPUs \(no gres gpu\)"):
         fit({**UNSET, "gpus_per_node": 1}, CPU_NODES)
+
+
+# --- how a job that ended without its own record is classified ------------------------------------
+
+PARAMS = {"timeout_min": 1, "signal_delay_s": 50}
+
+
+def test_a_job_killed_by_the_time_limit_warning_before_it_could_handle_it_fails_as_time_limit():
+    # srun's line when the warning (SIGUSR2) kills the task before Python has set its handler
+    log = "some line\nsrun: error: node7: task 0: User defined signal 2\n"
+    kind, msg = _why_ended("12_0", "FAILED", "NonZeroExitCode", PARAMS, log)
+    assert kind == "JobTimeLimit"
+    assert msg.startswith("timeout: the Slurm job 12_0 reaches its time limit (1 min) within 50 s")
+    assert "SIGUSR2" in msg and "up to 60 s early" in msg
+
+
+@pytest.mark.parametrize("state, log, kind", [
+    ("FAILED", "srun: error: node7: task 0: Segmentation fault\n", "JobFailed"),
+    ("FAILED", "", "JobFailed"),
+    ("FAILED", "User defined signal 2 in a message of the program itself\n", "JobFailed"),
+    ("TIMEOUT", "srun: error: node7: task 0: User defined signal 2\n", "JobTimeout"),
+    ("CANCELLED", "", "JobCancelled"),
+])
+def test_other_ends_keep_their_own_type(state, log, kind):
+    assert _why_ended("12_0", state, "", PARAMS, log)[0] == kind
+
+
+class _Job:
+    job_id = "12_1"
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def results(self):
+        raise self.error
+
+
+@pytest.mark.parametrize("error, kind", [
+    # the warning reached the job outside the point, while submitit's own handler was in place
+    (RuntimeError("UncompletedJobError: Job not requeued because: timed-out too many times."), "JobTimeLimit"),
+    # ... or while Hydra prepared the point, after the launcher had set its handler
+    (JobTimeLimit("timeout: the Slurm job 12_1 reaches its time limit (1 min) within 50 s"), "JobTimeLimit"),
+    (RuntimeError("Traceback ...\nValueError: something else"), "JobFailed"),
+])
+def test_a_job_that_raised_outside_its_point_is_classified_by_its_error(tmp_path, error, kind):
+    launcher = SlurmLauncher.__new__(SlurmLauncher)
+    launcher.params = dict(PARAMS)
+    pt = _Point(idx=0, overrides=["a=1"], job_dir=tmp_path / "p", config={"sweep_name": "s"}, run_id_before=None)
+    launcher._result(_Job(error), pt)
+    rec = json.loads((tmp_path / "p" / "run.json").read_text())
+    assert rec["status"] == "failed" and rec["error"]["type"] == kind
+    if kind == "JobTimeLimit":
+        assert rec["error"]["message"].startswith("timeout: the Slurm job 12_1 reaches its time limit (1 min)")

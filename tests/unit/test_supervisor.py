@@ -49,6 +49,19 @@ def test_unknown_or_foreign_requests_are_refused(worker):
         worker.call("os:system", "true")
 
 
+def test_signals_sent_to_every_process_of_a_job_are_left_to_the_sweep_process(worker):
+    # Slurm's time-limit warning (SIGUSR2) and scancel (SIGTERM) reach every process of the job,
+    # the worker included: the sweep process records the point, so the worker must not die first.
+    with pytest.raises(NoModelLoaded):
+        worker.tokenize("a", True)
+    pid = worker.pid
+    for sig in (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
+        psutil.Process(pid).send_signal(sig)
+    with pytest.raises(NoModelLoaded):
+        worker.tokenize("b", True)  # the same worker answers
+    assert worker.pid == pid and worker.started == 1 and worker.proc.poll() is None
+
+
 @pytest.mark.parametrize("worker", ["tokenize:2"], indirect=True)
 def test_a_worker_that_dies_fails_its_request_and_the_next_one_starts_afresh(worker):
     with pytest.raises(NoModelLoaded):
