@@ -173,6 +173,8 @@ class SweepIndex(Callback):
         if CURRENT.in_process:
             progress.start(n)
         else:  # the jobs report in their own processes: their logs, not a live bar here
+            if CURRENT.state is not None:
+                CURRENT.state.release_unused()
             print(f"{n} points launched by {config.hydra.launcher._target_.rsplit('.', 1)[-1]}; "
                   f"each job logs to {d}/<job>/run.log", file=sys.stderr, flush=True)
 

@@ -94,6 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+# Options with which Hydra prints or checks and measures nothing.
+_NO_POINTS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--shell-completion", "-sc")
+
+
+def _points_here(args: list[str]) -> bool:
+    """Whether this invocation will likely measure points in this process: not a print-only option,
+    and no launcher on the command line that runs its jobs elsewhere (a config file may still
+    choose one: the sweep callbacks then stop the worker started ahead)."""
+    for a in args:
+        if a.split("=", 1)[0] in _NO_POINTS:
+            return False
+        key, _, value = a.lstrip("+~").partition("=")
+        if key == "hydra/launcher" and value not in ("rounds", "basic"):
+            return False
+    return True
+
+
 def cmd_run(args: list[str]) -> int:
     from datetime import datetime
 
@@ -117,6 +134,8 @@ def cmd_run(args: list[str]) -> int:
     # write of the results says what went wrong, once.
     logging.raiseExceptions = False
     state = runner.SweepState()
+    if _points_here(args):
+        state.prestart()  # the engine worker imports llama.cpp while Hydra composes
     inv = callbacks.begin_invocation(state)
     if not any(a.split("=", 1)[0].lstrip("+~") == "sweep_name" for a in args):
         # One timestamp for the whole invocation: each job composes its own config, and a

@@ -18,7 +18,7 @@ import mmap
 import os
 import stat
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # v1 used uint32 counts and is long obsolete
@@ -259,7 +259,22 @@ def read_gguf_info(path: str | os.PathLike) -> GGUFInfo:
     tolerated: its size is left out of tensor_data_bytes and of the check that the
     tensor data fits in the file.
     """
-    return _read(path, _parse)
+    spath = os.fsdecode(path)
+    st = os.stat(spath)
+    check_regular_file(st, spath)
+    # A sweep plans every point from the same file: the header (with its 262k-token vocabulary
+    # to walk) is parsed once per file version, and each caller gets its own metadata dict.
+    key = (spath, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    info = _INFO_CACHE.get(key)
+    if info is None:
+        info = _read(spath, _parse)
+        if len(_INFO_CACHE) >= 64:
+            _INFO_CACHE.clear()
+        _INFO_CACHE[key] = info
+    return replace(info, metadata={k: dict(v) if isinstance(v, dict) else v for k, v in info.metadata.items()})
+
+
+_INFO_CACHE: dict[tuple, GGUFInfo] = {}  # (path, device, inode, size, mtime) -> what read_gguf_info read
 
 
 def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import store
+from . import prefetch, store
 from .config import RunConfig
 from .engine.backend import ModelView, error_type
 from .engine.llama import RawRep
@@ -181,6 +181,7 @@ class Point:
         self.token_rows: list[tuple] = []
         self.warmups = 0
         self.warmup_rates: list[float | None] = []
+        self.after: tuple = ()  # modules to import during the first warm-up (harness.prefetch)
         self._prev_end: int | None = None
         self._closed = False
         self.reloads = 0
@@ -301,9 +302,13 @@ class Point:
         return len(rates)
 
     def warmup(self, i: int) -> RawRep:
-        """Untimed generation i (seed + 1e6 + i), inside the telemetry's warmup window."""
+        """Untimed generation i (seed + 1e6 + i), inside the telemetry's warmup window. While the
+        worker runs it, this process imports what it needs after the points (`after`)."""
         s = self.sampler
         with phase("warmup"):
+            if self.after and hasattr(self.backend, "on_next_wait"):
+                after, self.after = self.after, ()
+                self.backend.on_next_wait(lambda: prefetch.imports(after))
             t0 = s.sample()
             raw = self.backend.generate(self.timing, key=self.model.info.key,
                                         seed=self.rc.sampling.seed + WARMUP_SEED_OFFSET + i, **self.gen)

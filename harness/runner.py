@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import progress, store
+from . import prefetch, progress, store
 from .config import ConfigError, validate
 from .hydra_conf import to_plain
 from .measure import Notices, Point, backend_for, env_isolated, new_record, now_iso
@@ -46,6 +46,26 @@ class SweepState:
     warm_pid: int | None = None  # the engine process that has been warmed up
     control: Any = None  # the control Point
     drift: list = field(default_factory=list)
+
+    def prestart(self) -> None:
+        """Start the engine worker now (not for HARNESS_ISOLATION=inprocess): it imports the
+        engine on another core while this process composes the configuration and plans. A launcher
+        that runs its jobs elsewhere kills it unused (release_unused)."""
+        if self.backend is None and env_isolated():
+            backend = backend_for(None)
+            try:
+                backend.start()
+            except OSError as e:  # the first point starts it again, and records why it cannot
+                log.debug("engine worker not started ahead: %s", e)
+                backend.close()
+                return
+            self.backend = backend
+
+    def release_unused(self) -> None:
+        """Stop a worker started ahead that no point of this process will use."""
+        if self.backend is not None and not getattr(self.backend, "_sent", True):
+            self.backend.close()
+            self.backend = None
 
     def engine(self, rc):
         if self.backend is None:
@@ -147,6 +167,8 @@ def run_point(cfg, state: SweepState | None = None) -> str:
         state.notices.once(w, w)  # once per sweep: every point of it would repeat the same notice
     rec = new_record(rc, plan, job_name=job_name, overrides=overrides, config=cfg_dict, started_at=started)
     point = Point(rc, plan, state.engine(rc), rec, job_dir, notices=state.notices)
+    report = multirun and bool((cfg_dict.get("report") or {}).get("auto"))
+    point.after = prefetch.STATISTICS + prefetch.SWEEP_INDEX + (prefetch.REPORT if report else ())
     try:
         point.start()
     except Exception as e:  # the run boundary

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..plan import LoadKey
 from .backend import LoadInfo, ModelView
@@ -85,6 +85,7 @@ class WorkerEngine:
         self._log = None  # the worker's stdout + stderr (llama.cpp's log): a temporary file
         self._sent: Counter = Counter()
         self._pause = _parse_pause(os.environ.get(PAUSE_ENV))
+        self._on_wait: Callable[[], object] | None = None
         self.started = 0  # workers started by this supervisor
         self.loaded: LoadKey | None = None  # what the current worker has loaded
 
@@ -95,6 +96,11 @@ class WorkerEngine:
         self._ensure()
         assert self.proc is not None
         return self.proc.pid
+
+    def start(self) -> None:
+        """Start the worker now, without waiting for it: it imports the engine while the caller
+        does other work (`harness run` starts it before composing its configuration)."""
+        self._ensure()
 
     def _ensure(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -115,6 +121,9 @@ class WorkerEngine:
                 [sys.executable, "-m", "harness.engine.worker", str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                 env=env, start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
@@ -137,8 +146,9 @@ class WorkerEngine:
         self._reap()
 
     def close(self) -> None:
-        """Let the worker free its model and exit; kill it if it does not within 10 s."""
-        if self.proc is not None and self.proc.poll() is None and self._conn is not None:
+        """Let the worker free its model and exit; kill it if it does not within 10 s. A worker
+        that never got a request (started ahead, then not needed) holds nothing: it is killed."""
+        if self.proc is not None and self.proc.poll() is None and self._conn is not None and self._sent:
             try:
                 self._conn.send(("close", (), {}, False))
                 if self._conn.poll(10):
@@ -180,9 +190,12 @@ class WorkerEngine:
         pause = self._pause == (op, self._sent[op])
         since = self._log_size()
         limit = self.timeout_s if timeout_s is None else timeout_s
+        on_wait, self._on_wait = self._on_wait, None
         try:
             try:
                 self._conn.send((op, args, kwargs, pause))
+                if on_wait is not None:
+                    on_wait()  # work of this process while the worker runs the request
                 answered = self._conn.poll(limit)  # Ctrl-C / SIGTERM handlers run while it waits
                 if not answered:
                     tail = self.log_tail(since)
@@ -202,6 +215,11 @@ class WorkerEngine:
         if status == "error":
             raise value
         return value
+
+    def on_next_wait(self, fn: Callable[[], object]) -> None:
+        """Run `fn` in this process while the worker runs the next request (after sending it, before
+        waiting for its answer; the request's timeout counts from then)."""
+        self._on_wait = fn
 
     # --- the backend interface ------------------------------------------------------------------
     def load(self, key: LoadKey, architecture: str) -> LoadInfo:

@@ -31,8 +31,13 @@ def main(argv: list[str]) -> int:
     _die_with_parent(parent_pid)
     from multiprocessing.connection import Connection
 
+    from . import llama
     from .backend import serve
 
+    try:
+        llama._llama_cpp()  # loaded before the first request (a started-ahead worker is ready)
+    except Exception:  # noqa: BLE001 - the load request reports it, as the point's error
+        pass
     serve(Connection(fd))
     return 0
 

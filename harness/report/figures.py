@@ -20,7 +20,8 @@ LABELS = {"decode_tps": "decode tok/s", "ttft_ms": "TTFT (ms)", "prefill_tps": "
           "bandwidth_efficiency": "bandwidth efficiency"}
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, with matplotlib's INFO lines kept quiet."""
     import logging
 
     import matplotlib
@@ -39,7 +40,7 @@ def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -87,7 +88,7 @@ def param_effect(ok, param: str, metrics: tuple[str, ...], path: Path) -> Path |
     data = ok[[param, "hardware", *metrics]].dropna(subset=[param])
     if not metrics or data.empty or data[param].nunique() < 2:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         part_all = plottable(data, metric)
@@ -114,7 +115,7 @@ def distribution(ok, metric: str, label_cols: list[str], path: Path, max_groups:
         return None
     keys = label_cols or ["run_id"]
     groups = list(data.groupby(keys, dropna=False, sort=True))[:max_groups]
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * len(groups) + 2), 3.8))
     ax.boxplot([g[metric].to_numpy(dtype=float) for _, g in groups], showmeans=True)
     names = [",".join(str(v) for v in (k if isinstance(k, tuple) else (k,))) for k, _ in groups]
@@ -130,7 +131,7 @@ def telemetry_timeline(samples, title: str, path: Path) -> Path | None:
     cols = [c for c in ("gpu_util_pct", "power_w", "fan_pct") if c in samples and samples[c].notna().any()]
     if not cols:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(cols), 1, figsize=(7.5, 1.9 * len(cols) + 0.6), sharex=True, squeeze=False)
     t = samples["t_ns"].to_numpy(dtype=float) / 1e9
     phases = samples["phase"].astype(str).to_numpy()
@@ -156,7 +157,7 @@ def bars(labels: list[str], values: list[float], ylabel: str, title: str, path: 
     pairs = [(lab, v) for lab, v in zip(labels, values) if v is not None and math.isfinite(v) and abs(v) <= _PLOT_LIMIT]
     if not pairs:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * len(pairs) + 2), 3.6))
     ax.bar(range(len(pairs)), [v for _, v in pairs], color="#1f4e79")
     ax.set_xticks(range(len(pairs)), [lab for lab, _ in pairs], rotation=45, ha="right", fontsize=7)

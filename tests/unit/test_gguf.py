@@ -358,3 +358,32 @@ def test_header_of_a_file_cut_short_after_it(tmp_path):
     for n in (full.header_bytes - 1, full.header_bytes // 2, 30):
         with pytest.raises(GGUFError, match="truncated"):
             read_gguf_header(_write(tmp_path, data[:n], f"cut{n}.gguf"))
+
+
+def test_an_unchanged_file_is_parsed_once_and_a_changed_one_again(tmp_path, monkeypatch):
+    import harness.gguf as gguf
+
+    parsed = []
+    real = gguf._parse
+    monkeypatch.setattr(gguf, "_parse", lambda r: parsed.append(1) or real(r))
+    data, _, _ = build_gguf(BASIC_KV, BASIC_TENSORS)
+    p = _write(tmp_path, data)
+    a = read_gguf_info(p)
+    a.metadata["llama.block_count"] = 99  # a caller's own copy
+    a.metadata["tokenizer.ggml.tokens"]["len"] = 0
+    b = read_gguf_info(p)
+    assert len(parsed) == 1
+    assert b.metadata["llama.block_count"] == 7 and b.metadata["tokenizer.ggml.tokens"]["len"] == 1000
+    assert b == read_gguf_info(str(p)) and len(parsed) == 1
+    # the file replaced by another (a new inode, size and time): read again
+    kv = [(k, t, "Another" if k == "general.name" else v) for k, t, v in BASIC_KV]
+    other, _, _ = build_gguf(kv, BASIC_TENSORS)
+    tmp = tmp_path / "new.gguf"
+    tmp.write_bytes(other)
+    os.replace(tmp, p)
+    assert read_gguf_info(p).name == "Another" and len(parsed) == 2
+    # ... and a cut file is refused as before, not answered from the cache
+    with open(p, "r+b") as f:
+        f.truncate(len(other) // 2)
+    with pytest.raises(GGUFError):
+        read_gguf_info(p)

@@ -119,3 +119,45 @@ def test_llama_log_capture_works_with_stderr_redirected_to_a_write_only_file(tmp
         r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=err, text=True)
     assert r.returncode == 0, (tmp_path / "err.txt").read_text()
     assert r.stdout.strip() == repr("llama says hi\n")
+
+
+def test_work_given_for_the_next_wait_runs_once_after_the_request_is_sent(worker):
+    calls = []
+    worker.on_next_wait(lambda: calls.append(worker.proc.pid))
+    with pytest.raises(NoModelLoaded):
+        worker.tokenize("a", True)
+    with pytest.raises(NoModelLoaded):
+        worker.tokenize("b", True)
+    assert calls == [worker.pid]
+
+
+def test_a_worker_started_ahead_and_never_used_is_stopped_at_once():
+    import time
+
+    from harness.runner import SweepState
+
+    state = SweepState()
+    state.prestart()
+    pid = state.backend.pid
+    assert psutil.pid_exists(pid) and state.backend.started == 1
+    t0 = time.monotonic()
+    state.release_unused()  # a launcher that runs its jobs elsewhere
+    assert state.backend is None and time.monotonic() - t0 < 5
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    state.close()
+
+
+@pytest.mark.parametrize("args, here", [
+    (["-m", "runtime.n_ctx=256,512"], True),
+    (["runtime.n_ctx=256"], True),
+    (["-m", "hydra/launcher=rounds", "a=1"], True),
+    (["-m", "hydra/launcher=slurm", "a=1"], False),
+    (["-m", "hydra/launcher=ray"], False),
+    (["--cfg", "job"], False),
+    (["-c", "hydra"], False),
+    (["--help"], False),
+])
+def test_the_worker_is_started_ahead_only_when_points_will_run_here(args, here):
+    from harness.cli import _points_here
+
+    assert _points_here(args) is here
