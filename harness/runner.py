@@ -63,7 +63,7 @@ class SweepState:
 
     def release_unused(self) -> None:
         """Stop a worker started ahead that no point of this process will use."""
-        if self.backend is not None and not getattr(self.backend, "_sent", True):
+        if self.backend is not None and not getattr(self.backend, "used", True):
             self.backend.close()
             self.backend = None
 

@@ -97,6 +97,11 @@ class WorkerEngine:
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def used(self) -> bool:
+        """Whether any request was sent to a worker of this supervisor."""
+        return bool(self._sent)
+
     def start(self) -> None:
         """Start the worker now, without waiting for it: it imports the engine while the caller
         does other work (`harness run` starts it before composing its configuration)."""
