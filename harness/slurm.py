@@ -218,8 +218,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict) -> JobReturn:
         # In the job: submitit has set its handlers; Slurm's SIGUSR2 (signal_delay_s before the
-        # time limit, or up to WARNING_EARLY_S s sooner) and SIGTERM (KillWait before SIGKILL) now fail the point being measured,
-        # which the job still has time to record.
+        # time limit, or up to WARNING_EARLY_S s sooner) and SIGTERM (KillWait before SIGKILL) now
+        # fail the point being measured, which the job still has time to record.
         env = os.environ
         jid = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env
                else env.get("SLURM_JOB_ID", "?"))

@@ -153,7 +153,7 @@ class WorkerEngine:
     def close(self) -> None:
         """Let the worker free its model and exit; kill it if it does not within 10 s. A worker
         that never got a request (started ahead, then not needed) holds nothing: it is killed."""
-        if self.proc is not None and self.proc.poll() is None and self._conn is not None and self._sent:
+        if self.proc is not None and self.proc.poll() is None and self._conn is not None and self.used:
             try:
                 self._conn.send(("close", (), {}, False))
                 if self._conn.poll(10):
